@@ -1,0 +1,112 @@
+"""The resolved configuration of one run: typed, validated dataclasses (the CLI stops at this file).
+
+Sections: the root (data, model, optimisation, run), ``continual`` (method, buffer), ``sparsity``
+(the mask engine: RigL family), ``sparcl`` (TDM, DDR, DGM), ``checkpoint``. Bare keys resolve to the
+unique section that has them (``buffer_size`` -> ``continual.buffer_size``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sparsecl.configtools import choices
+from sparsecl.continual.config import ContinualConfig
+from sparsecl.sparcl.config import SparclConfig
+from sparsecl.sparse.config import SparsityConfig
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine", "step")
+AUGMENTS = ("auto", "none", "crop-flip", "crop")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def _help(text: str, **kw):  # noqa: ANN202 - dataclass field with a help string
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class CheckpointConfig:
+    """When to write crash-safe checkpoints (see sparsecl.train.checkpoint)."""
+
+    every: int = _help("also checkpoint every N optimizer steps (0: only at task ends)", default=0)
+    at_task_end: bool = _help("checkpoint after every task's evaluation", default=True)
+    keep_model: bool = _help("write final_model.pt (the trained weights) into the run folder", default=True)
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            raise ValueError(f"checkpoint.every must be >= 0, got {self.every}")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run. Defaults: dense MLP on single-task Fashion-MNIST."""
+
+    # data
+    dataset: str = _help("dataset name (sparsecl datasets lists them)", default="fashion-mnist")
+    data_dir: str | None = _help("directory holding the dataset files (else SPARSECL_DATA, cache, system)", default=None)
+    download: bool | None = _help("download when not found locally (none: try when online)", default=None)
+    stream: str = _help("class-il | task-il | permuted | rotated", default="class-il")
+    tasks: int = _help("number of tasks (1: ordinary training)", default=1)
+    class_order: tuple[int, ...] | None = _help("class order for the split, e.g. 3,1,0,2,... (default natural)", default=None)
+    augment: str = _help("auto (crop-flip for CIFAR/Tiny-ImageNet, none for MNIST-like) | none | crop-flip | crop", default="auto")
+    # model
+    model: str = _help("mlp | cnn | resnet18 | wrn", default="mlp")
+    hidden: tuple[int, ...] = _help("MLP hidden widths", default=(256, 256))
+    nf: int = _help("ResNet-18 base width (64 full, 20 reduced)", default=64)
+    width: int = _help("WideResNet width factor", default=2)
+    depth: int = _help("WideResNet depth", default=22)
+    # optimisation
+    optimizer: str = _help("sgd | adam | adamw", default="sgd")
+    lr: float = _help("learning rate", default=0.03)
+    momentum: float = _help("SGD momentum", default=0.0)
+    nesterov: bool = _help("SGD Nesterov momentum", default=False)
+    weight_decay: float = _help("weight decay (decoupled for adamw)", default=0.0)
+    lr_schedule: str = _help("constant | cosine | step (restarted at every task)", default="constant")
+    lr_step_epochs: tuple[int, ...] = _help("epochs (within a task) where the step schedule multiplies lr by lr_gamma", default=())
+    lr_gamma: float = _help("step schedule factor", default=0.1)
+    epochs: int = _help("epochs per task", default=1)
+    batch_size: int = _help("minibatch size", default=128)
+    drop_last: bool = _help("drop the last partial batch of an epoch", default=False)
+    grad_clip: float | None = _help("clip the gradient norm to this value (none: off)", default=None)
+    # run
+    seed: int = _help("seed of every generator of the run", default=0)
+    device: str = _help("cpu | cuda | auto", default="cpu")
+    threads: int | None = _help("torch intra-op threads (none: leave as is)", default=None)
+    eval_batch_size: int = _help("evaluation batch size", default=1000)
+    progress: bool = _help("show a progress bar", default=True)
+    # sections
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    sparcl: SparclConfig = field(default_factory=SparclConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        choices("optimizer", self.optimizer, OPTIMIZERS)
+        choices("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        choices("augment", self.augment, AUGMENTS)
+        choices("device", self.device, DEVICES)
+        positive = {"tasks": self.tasks, "epochs": self.epochs, "batch_size": self.batch_size,
+                    "eval_batch_size": self.eval_batch_size, "nf": self.nf, "width": self.width}
+        for name, v in positive.items():
+            if v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs optimizer=sgd and momentum > 0")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden widths must be >= 1, got {list(self.hidden)}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 (or none), got {self.grad_clip}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.lr_schedule == "step" and not self.lr_step_epochs:
+            raise ValueError("lr_schedule=step needs lr_step_epochs, e.g. lr_step_epochs=30,60")
+        if any(not 0 < e < self.epochs for e in self.lr_step_epochs):
+            raise ValueError(f"lr_step_epochs must lie inside (0, epochs={self.epochs}), got {list(self.lr_step_epochs)}")
+        if not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")

@@ -1,0 +1,1 @@
+"""Data: file readers, validation, download, tensors on a device, streams of tasks, batching."""

@@ -1,0 +1,60 @@
+"""The in-memory form every reader returns: uint8 image tensors plus int64 labels, train and test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+class DataError(RuntimeError):
+    """A data file is missing, truncated or corrupt. The message is one line naming the file."""
+
+
+@dataclass
+class ArrayDataset:
+    """A labelled image dataset held as tensors.
+
+    ``x_*`` are uint8 of shape [N, C, H, W] (grey images have C = 1); ``y_*`` are int64 of shape [N].
+    ``mean``/``std`` are the per-channel statistics of the training inputs scaled to [0, 1], used by
+    the normalisation transform.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if x.dtype != torch.uint8 or x.dim() != 4:
+                raise DataError(f"{self.name}: x_{split} must be uint8 [N, C, H, W], got {x.dtype} {tuple(x.shape)}")
+            if y.dtype != torch.int64 or y.shape != (x.shape[0],):
+                raise DataError(f"{self.name}: y_{split} must be int64 [{x.shape[0]}], got {y.dtype} {tuple(y.shape)}")
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                raise DataError(f"{self.name}: {split} labels outside [0, {self.num_classes})")
+        if len(self.mean) != self.x_train.shape[1] or len(self.std) != self.x_train.shape[1]:
+            raise DataError(f"{self.name}: mean/std need one value per channel ({self.x_train.shape[1]})")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.x_train.shape[1:]
+        return int(c), int(h), int(w)
+
+    def to(self, device: torch.device | str) -> "ArrayDataset":
+        """The same dataset with its tensors on ``device``."""
+        return ArrayDataset(
+            self.name,
+            self.x_train.to(device),
+            self.y_train.to(device),
+            self.x_test.to(device),
+            self.y_test.to(device),
+            self.num_classes,
+            self.mean,
+            self.std,
+        )

@@ -1,0 +1,76 @@
+"""SparCL's three switches and their schedules (spec/SPARCL.md). Times are fractions of a task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sparsecl.configtools import choices
+
+
+def _help(text: str, **kw):  # noqa: ANN202
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class SparclConfig:
+    """TDM (weights), DDR (data) and DGM (gradients): independent switches, all off by default.
+
+    The release's schedule for 50 epochs per task is reproduced by the defaults, written as fractions of
+    a task: TDM updates every 5/50 = 0.1 of a task and freezes the mask at 45/50 = 0.9; DDR removes 30 % of
+    the data in 4 equal steps at 5, 10, 15, 20 of 50 epochs (start 0.1, interval 0.1); DGM keeps the top
+    20 % of gradient entries (g = 0.8) and refreshes its mask every 30 iterations.
+    """
+
+    tdm: bool = _help("task-aware dynamic masking (weight sparsity at sparsity.density)", default=False)
+    ddr: bool = _help("dynamic data removal (data sparsity)", default=False)
+    dgm: bool = _help("dynamic gradient masking (gradient sparsity)", default=False)
+    # TDM
+    tdm_importance: str = _help("paper: |w| + a|grad current| + b|grad buffer| (accumulated) | release: |w| + 0.5|grad total| (last batch)", default="paper")
+    tdm_alpha_w: float = _help("weight of the current-task gradient in the weight importance", default=0.5)
+    tdm_beta_w: float = _help("weight of the buffer gradient in the weight importance", default=0.5)
+    tdm_grad_batches: int = _help("batches whose gradients the paper-form importance accumulates", default=5)
+    tdm_step: float = _help("the +/- density excursion e of a shrink/expand (fraction of each layer)", default=0.01)
+    tdm_interval: float = _help("intra-task shrink-then-expand period, as a fraction of the task", default=0.1)
+    tdm_freeze: float = _help("inter-task shrink point (mask frozen after), as a fraction of the task", default=0.9)
+    tdm_regrow: str = _help("random (release) | gradient (RigL-style)", default="random")
+    layers: str = _help("which layers TDM/DGM sparsify: sparcl (release: residual 3x3 convs / MLP hidden layers) | all", default="sparcl")
+    # DDR
+    ddr_ratio: float = _help("total fraction of each task's data removed", default=0.3)
+    ddr_removals: int = _help("number of equal removal steps", default=4)
+    ddr_start: float = _help("first removal, as a fraction of the task", default=0.1)
+    ddr_interval: float = _help("time between removals, as a fraction of the task", default=0.1)
+    # DGM
+    dgm_ratio: float = _help("g: fraction of each sparse layer's gradient entries dropped (over all entries)", default=0.8)
+    dgm_interval: int = _help("iterations between gradient-mask refreshes", default=30)
+    dgm_alpha_g: float = _help("weight of the current-task gradient in the gradient importance", default=0.5)
+    dgm_beta_g: float = _help("weight of the buffer gradient in the gradient importance", default=0.5)
+
+    def __post_init__(self) -> None:
+        choices("sparcl.tdm_importance", self.tdm_importance, ("paper", "release"))
+        choices("sparcl.tdm_regrow", self.tdm_regrow, ("random", "gradient"))
+        choices("sparcl.layers", self.layers, ("sparcl", "all"))
+        fractions = {"tdm_interval": self.tdm_interval, "tdm_freeze": self.tdm_freeze,
+                     "ddr_start": self.ddr_start, "ddr_interval": self.ddr_interval}
+        for name, v in fractions.items():
+            if not 0 < v <= 1:
+                raise ValueError(f"sparcl.{name} must be a fraction of a task in (0, 1], got {v}")
+        if not 0 <= self.tdm_step < 1:
+            raise ValueError(f"sparcl.tdm_step must be in [0, 1), got {self.tdm_step}")
+        if self.tdm_grad_batches < 1:
+            raise ValueError(f"sparcl.tdm_grad_batches must be >= 1, got {self.tdm_grad_batches}")
+        if self.tdm_interval >= self.tdm_freeze:
+            raise ValueError(f"sparcl.tdm_interval ({self.tdm_interval}) must be smaller than tdm_freeze ({self.tdm_freeze})")
+        if not 0 <= self.ddr_ratio < 1:
+            raise ValueError(f"sparcl.ddr_ratio must be in [0, 1), got {self.ddr_ratio}")
+        if self.ddr_removals < 1:
+            raise ValueError(f"sparcl.ddr_removals must be >= 1, got {self.ddr_removals}")
+        cutoff = self.ddr_start + (self.ddr_removals - 1) * self.ddr_interval
+        if cutoff >= 1:
+            raise ValueError(f"sparcl: the last DDR removal falls at {cutoff:.2f} of the task, after its end; lower ddr_start/ddr_interval/ddr_removals")
+        if not 0 < self.dgm_ratio < 1:
+            raise ValueError(f"sparcl.dgm_ratio must be in (0, 1), got {self.dgm_ratio}")
+        if self.dgm_interval < 1:
+            raise ValueError(f"sparcl.dgm_interval must be >= 1, got {self.dgm_interval}")
+        for name in ("tdm_alpha_w", "tdm_beta_w", "dgm_alpha_g", "dgm_beta_g"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"sparcl.{name} must be >= 0, got {getattr(self, name)}")

@@ -1,0 +1,1 @@
+"""The one training loop over a stream of tasks, its hooks, checkpoints and logging."""

@@ -1,0 +1,109 @@
+"""Assemble a run from its config: data, stream, model, optimiser, method, mask engine, components.
+
+This is the only place that turns config strings into objects (through the registries' factories).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from sparsecl.config import TrainConfig
+from sparsecl.continual.base import ContinualMethod, MethodContext
+from sparsecl.continual.methods import create_method
+from sparsecl.data.dataset import ArrayDataset
+from sparsecl.data.registry import load_dataset
+from sparsecl.data.stream import Stream, make_stream
+from sparsecl.data.transforms import Augment, BatchTransform
+from sparsecl.models import create_model
+from sparsecl.sparcl.components import build_sparcl
+from sparsecl.sparse.engine import MaskEngine
+from sparsecl.train.hooks import Component
+from sparsecl.train.meters import FlopsMeter
+from sparsecl.train.optim import LrSchedule, make_optimizer
+from sparsecl.train.rng import generator
+
+# MNIST-like grey 28x28 sets are trained without augmentation (as in mammoth); colour sets with
+# random crop (padding 4) and horizontal flip.
+_AUGMENT = {"none": Augment(), "crop-flip": Augment(4, True), "crop": Augment(4, False)}
+_NO_AUGMENT_DATASETS = ("fashion-mnist", "mnist", "digits")
+
+
+@dataclass
+class Run:
+    cfg: TrainConfig
+    dataset: ArrayDataset
+    stream: Stream
+    transform: BatchTransform
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_schedule: LrSchedule
+    method: ContinualMethod
+    engine: MaskEngine
+    flops: FlopsMeter
+    components: list[Component]  # method first, then SparCL's, then meters: the order hooks run in
+    plan: list[int]  # planned optimizer steps per task (0: the task is not trained on)
+    epochs: int  # epochs per task actually run (cfg.epochs times the schedule multiplier)
+    generators: dict[str, torch.Generator] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but no CUDA GPU is available; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def augment_for(cfg: TrainConfig) -> Augment:
+    if cfg.augment == "auto":
+        return _AUGMENT["none" if cfg.dataset in _NO_AUGMENT_DATASETS else "crop-flip"]
+    return _AUGMENT[cfg.augment]
+
+
+def build_run(cfg: TrainConfig) -> Run:
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.download).to(device)
+    stream = make_stream(cfg.stream, ds, cfg.tasks, cfg.class_order, seed=cfg.seed)
+    gens = {name: generator(cfg.seed, name, device) for name in ("data", "augment", "method", "sparcl")}
+    gens["masks"] = generator(cfg.seed, "masks", "cpu")
+    transform = BatchTransform(ds.mean, ds.std, augment_for(cfg))
+
+    model = create_model(cfg.model, ds.input_shape, ds.num_classes, hidden=cfg.hidden, nf=cfg.nf,
+                         width=cfg.width, depth=cfg.depth, generator=generator(cfg.seed, "model")).to(device)
+    optimizer = make_optimizer(model, cfg)
+    ctx = MethodContext(stream, transform, gens["method"], device)
+    method = create_method(cfg.continual.method, model, cfg.continual, ctx)
+    _check_buffer_fits(cfg, stream)
+
+    multiplier = cfg.sparsity.multiplier
+    epochs = cfg.epochs * multiplier
+    plan = []
+    for task in stream.tasks:
+        idx = method.train_indices(task)
+        n = 0 if idx is None else int(idx.numel())
+        per_epoch = n // cfg.batch_size if cfg.drop_last else -(-n // cfg.batch_size)
+        plan.append(epochs * per_epoch)
+    engine = MaskEngine(model, optimizer, cfg.sparsity, total_steps=max(sum(plan), 1), generator=gens["masks"])
+    if engine.train_multiplier != 1:
+        epochs *= engine.train_multiplier
+        plan = [p * engine.train_multiplier for p in plan]
+        engine = MaskEngine(model, optimizer, cfg.sparsity, total_steps=max(sum(plan), 1), generator=gens["masks"])
+
+    sparcl = build_sparcl(cfg, model, engine, method, stream, gens["sparcl"], epochs)
+    flops = FlopsMeter(model, (1, *ds.input_shape), engine, grad_density=sparcl.grad_density)
+    components: list[Component] = [method, *sparcl.components, flops]
+    return Run(cfg, ds, stream, transform, model, optimizer, LrSchedule(optimizer, cfg), method, engine, flops,
+               components, plan, epochs, gens)
+
+
+def _check_buffer_fits(cfg: TrainConfig, stream: Stream) -> None:
+    n = int(stream.dataset.x_train.shape[0])
+    if cfg.continual.buffer_size > n:
+        raise ValueError(f"buffer_size={cfg.continual.buffer_size} is larger than the {n} training examples of {cfg.dataset}")
+    smallest = min(int(t.train_idx.numel()) for t in stream.tasks)
+    if cfg.batch_size > smallest and cfg.drop_last:
+        raise ValueError(f"batch_size={cfg.batch_size} with drop_last leaves a task of {smallest} examples without any batch")

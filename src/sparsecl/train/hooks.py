@@ -1,0 +1,89 @@
+"""The named moments of the loop, and the small base class of everything plugged into them.
+
+One training step, as data flowing through it (ARCHITECTURE.md):
+batch -> method.compute_loss -> backward -> ``after_backward`` -> stepper.step() (optimizer or mask
+engine) -> ``after_step`` -> ... ``on_epoch_end`` ... ``on_task_start`` / ``on_task_end``.
+Components never reach into the loop's locals: what they may read or change is on ``LoopState``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from sparsecl.data.batch import Batch
+from sparsecl.data.stream import Stream, Task
+
+
+@dataclass
+class StepOutput:
+    """What a continual method's loss computation produced for one step.
+
+    loss:      the scalar to back-propagate.
+    logits:    the model's logits on the current batch (``batch.x``), attached to the graph; components
+               detach what they keep (DER's buffer logits, DDR's correctness record).
+    n_forward: examples forwarded AND back-propagated this step (current batch + replay draws): the
+               count training FLOPs and ``examples_processed`` are charged for.
+    n_forward_only: examples forwarded without a backward pass (e.g. logits computed under no_grad).
+    """
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    n_forward: int
+    n_forward_only: int = 0
+
+
+@dataclass
+class LoopState:
+    """The loop's public state: counters plus the things components may legitimately change.
+
+    ``active_idx`` is the current task's set of training examples for the NEXT epoch; Dynamic Data
+    Removal shrinks it at epoch ends, and it is reset to the task's full split at every task start.
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    stream: Stream
+    device: torch.device
+    total_steps: int
+    task: int = 0
+    epoch: int = 0  # epoch within the current task
+    epochs_per_task: int = 1
+    step: int = 0  # global optimizer steps so far
+    task_step: int = 0  # steps within the current task
+    steps_per_task: int = 1  # planned steps of the current task (at the full split size)
+    active_idx: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Component:
+    """Base class of everything the loop calls at its named moments. Override only what you need.
+
+    All state that determines the future must round-trip through ``state_dict``/``load_state_dict``.
+    """
+
+    def on_task_start(self, state: LoopState, task: Task) -> None:
+        pass
+
+    def on_epoch_start(self, state: LoopState, task: Task) -> None:
+        pass
+
+    def after_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
+        pass
+
+    def after_step(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
+        pass
+
+    def on_epoch_end(self, state: LoopState, task: Task) -> None:
+        pass
+
+    def on_task_end(self, state: LoopState, task: Task) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,64 @@
+"""What a run leaves behind: metrics.jsonl (one JSON object per event) and summary.json; a progress bar."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl``. ``offset()`` is checkpointed; resume truncates back to it, so the
+    log of a resumed run equals the uninterrupted one line for line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.touch()
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def offset(self) -> int:
+        return self.path.stat().st_size
+
+    def truncate(self, offset: int) -> None:
+        with open(self.path, "r+") as f:
+            f.truncate(offset)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    tmp = Path(path).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+class Progress:
+    """A tqdm bar per task with live loss/accuracy; silent when disabled or not a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar: tqdm | None = None
+
+    def start(self, desc: str, total: int, initial: int = 0) -> None:
+        self.close()
+        if self.enabled:
+            self.bar = tqdm(total=total, initial=initial, desc=desc, leave=True, dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def postfix(self, **kw: Any) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(kw, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

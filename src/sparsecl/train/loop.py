@@ -1,0 +1,275 @@
+"""The one training loop over a stream of tasks (a single task is ordinary training).
+
+Resumable by construction: everything that determines the future is in ``checkpoint_state()``, and
+the loop re-enters at the saved position (task, epoch, batch cursor). SIGINT/SIGTERM ask for a
+checkpoint at the next step boundary and a clean exit.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparsecl.configtools import to_dict
+from sparsecl.continual.metrics import bwt, evaluate, final_average, forgetting, format_table
+from sparsecl.data.loader import EpochSampler, make_batch
+from sparsecl.train import checkpoint
+from sparsecl.train.build import Run
+from sparsecl.train.hooks import LoopState
+from sparsecl.train.logging import MetricsLog, Progress, write_json
+from sparsecl.train.meters import check_loss
+
+LOG_EVERY = 25  # steps between progress-bar refreshes (each costs one host sync)
+
+
+class Interrupted(RuntimeError):
+    """The run was asked to stop (SIGINT/SIGTERM); a checkpoint was written."""
+
+
+@dataclass
+class Position:
+    """Where the loop is: the next task/epoch to run, and whether that epoch is already under way."""
+
+    task: int = 0
+    epoch: int = 0
+    in_epoch: bool = False  # True: the sampler's order/cursor continue the current epoch
+    task_started: bool = False
+
+
+class Trainer:
+    def __init__(self, run: Run, out_dir: Path, *, stream_out: Any = print) -> None:
+        self.run = run
+        self.out = Path(out_dir)
+        self.print = stream_out
+        cfg = run.cfg
+        self.state = LoopState(run.model, run.optimizer, run.stream, next(run.model.parameters()).device,
+                               total_steps=sum(run.plan), epochs_per_task=run.epochs)
+        self.sampler = EpochSampler(cfg.batch_size, run.generators["data"], cfg.drop_last)
+        self.pos = Position()
+        self.log = MetricsLog(self.out / "metrics.jsonl")
+        self.progress = Progress(cfg.progress)
+        self.acc = {"class_il": [], "task_il": []}
+        self.counters = {"train_time_s": 0.0, "eval_time_s": 0.0, "examples_processed": 0, "data_examples": 0,
+                         "steps": 0}
+        self.epoch_sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, examples of this epoch
+        self._stop: str | None = None
+        self._began = False
+
+    # -- state ---------------------------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        r = self.run
+        return {
+            "config": to_dict(r.cfg),
+            "position": vars(self.pos).copy(),
+            "loop": {"step": self.state.step, "task_step": self.state.task_step, "task": self.state.task,
+                     "epoch": self.state.epoch, "steps_per_task": self.state.steps_per_task,
+                     "active_idx": self.state.active_idx},
+            "model": r.model.state_dict(),
+            "optimizer": r.optimizer.state_dict(),
+            "engine": r.engine.state_dict(),
+            "components": [c.state_dict() for c in r.components],
+            "sampler": self.sampler.state_dict(),
+            "generators": {k: g.get_state() for k, g in r.generators.items()},
+            "metrics": {"acc": self.acc, "counters": self.counters, "epoch_sums": self.epoch_sums,
+                        "log_offset": self.log.offset(), "began": self._began},
+        }
+
+    def load_checkpoint_state(self, ck: dict[str, Any]) -> None:
+        r = self.run
+        if ck["config"] != to_dict(r.cfg):
+            raise checkpoint.CheckpointError("the checkpoint was written by a run with a different config")
+        self.pos = Position(**ck["position"])
+        lp = ck["loop"]
+        self.state.step, self.state.task_step = lp["step"], lp["task_step"]
+        self.state.task, self.state.epoch, self.state.steps_per_task = lp["task"], lp["epoch"], lp["steps_per_task"]
+        dev = self.state.device
+        self.state.active_idx = None if lp["active_idx"] is None else lp["active_idx"].to(dev)
+        r.model.load_state_dict(ck["model"])
+        r.optimizer.load_state_dict(ck["optimizer"])
+        r.engine.load_state_dict(ck["engine"])
+        for c, sd in zip(r.components, ck["components"], strict=True):
+            c.load_state_dict(sd)
+        sd = dict(ck["sampler"])
+        if sd["order"] is not None:
+            sd["order"] = sd["order"].to(dev)
+        self.sampler.load_state_dict(sd)
+        for k, s in ck["generators"].items():
+            r.generators[k].set_state(s)
+        m = ck["metrics"]
+        self.acc, self.counters, self.epoch_sums, self._began = m["acc"], m["counters"], m["epoch_sums"], m["began"]
+        self.log.truncate(m["log_offset"])
+
+    def save(self) -> None:
+        checkpoint.save(self.checkpoint_state(), self.out)
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        wall0 = time.perf_counter()
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._begin()
+            for t in range(self.pos.task, self.run.stream.num_tasks):
+                self._run_task(t)
+        finally:
+            self.progress.close()
+            for s, h in previous.items():
+                signal.signal(s, h)
+        self.counters["wall_time_s"] = self.counters.get("wall_time_s", 0.0) + time.perf_counter() - wall0
+        return self._finish()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        self._stop = signal.Signals(signum).name
+
+    def _begin(self) -> None:
+        """Initial masks (SNIP scores one batch of the first trained task, from its own generator)."""
+        if self._began:
+            return
+        r = self.run
+        first = next(t for t, n in zip(r.stream.tasks, r.plan) if n > 0) if any(r.plan) else r.stream.tasks[0]
+        g = torch.Generator(device=self.state.device).manual_seed(r.cfg.seed)
+
+        def closure() -> torch.Tensor:
+            idx = first.train_idx[torch.randperm(first.train_idx.numel(), generator=g, device=g.device)[: r.cfg.batch_size]]
+            return r.method.compute_loss(make_batch(r.stream, first, idx, r.transform, g)).loss
+
+        r.engine.begin(closure)
+        self._began = True
+
+    def _run_task(self, t: int) -> None:
+        r, st = self.run, self.state
+        task = r.stream.tasks[t]
+        if not self.pos.task_started:
+            st.task, st.task_step, st.steps_per_task = t, 0, r.plan[t]
+            st.active_idx = r.method.train_indices(task)
+            for c in r.components:
+                c.on_task_start(st, task)
+            self.pos.task_started = True
+        if st.active_idx is not None and r.plan[t] > 0:
+            self.progress.start(f"task {t + 1}/{r.stream.num_tasks}", r.plan[t], initial=st.task_step)
+            for e in range(self.pos.epoch, r.epochs):
+                self._run_epoch(task, e)
+        for c in r.components:
+            c.on_task_end(st, task)
+        self._evaluate(t)
+        self.pos = Position(task=t + 1)
+        if r.cfg.checkpoint.at_task_end:
+            self.save()
+
+    def _run_epoch(self, task, e: int) -> None:  # noqa: ANN001 - Task
+        r, st = self.run, self.state
+        cfg = r.cfg
+        st.epoch = e
+        if not self.pos.in_epoch:
+            for c in r.components:
+                c.on_epoch_start(st, task)
+            self.sampler.start_epoch(st.active_idx)
+            self.epoch_sums.zero_()
+            self.pos.epoch, self.pos.in_epoch = e, True
+        t0 = time.perf_counter()
+        sums = torch.zeros(3, dtype=torch.float64, device=st.device)
+        for idx in self.sampler:
+            self._step(task, idx, sums)
+            if self._stop or (cfg.checkpoint.every and st.step % cfg.checkpoint.every == 0):
+                self._flush(sums, t0)
+                sums.zero_()
+                t0 = time.perf_counter()
+                self.save()
+                if self._stop:
+                    raise Interrupted(f"stopped by {self._stop} at step {st.step}; checkpoint written; resume with: "
+                                      f"sparsecl train --resume {self.out}")
+        self._flush(sums, t0)
+        for c in r.components:
+            c.on_epoch_end(st, task)
+        n = int(self.epoch_sums[2])
+        self.log.write({"event": "epoch", "task": task.id, "epoch": e, "step": st.step,
+                        "loss": float(self.epoch_sums[0]) / max(n, 1), "train_acc": 100.0 * float(self.epoch_sums[1]) / max(n, 1),
+                        "examples": n, "epoch_fraction": n / max(int(task.train_idx.numel()), 1),
+                        "density": r.engine.densities()["overall"]})
+        self.pos.in_epoch = False
+        self.pos.epoch = e + 1
+
+    def _flush(self, sums: torch.Tensor, t0: float) -> None:
+        self.counters["train_time_s"] += time.perf_counter() - t0
+        self.epoch_sums += sums.cpu()
+
+    def _step(self, task, idx: torch.Tensor, sums: torch.Tensor) -> None:  # noqa: ANN001
+        r, st = self.run, self.state
+        batch = make_batch(r.stream, task, idx, r.transform, r.generators["augment"])
+        r.lr_schedule.apply(st.task_step, st.steps_per_task, r.epochs)
+        r.optimizer.zero_grad(set_to_none=True)
+        out = r.method.compute_loss(batch)
+        check_loss(out.loss, r.model, st.step, task.id)
+        out.loss.backward()
+        for c in r.components:
+            c.after_backward(st, batch, out)
+        if r.cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(r.model.parameters(), r.cfg.grad_clip)
+        r.engine.step()
+        for c in r.components:
+            c.after_step(st, batch, out)
+        st.step += 1
+        st.task_step += 1
+        n = len(batch)
+        self.counters["examples_processed"] += out.n_forward
+        self.counters["data_examples"] += n
+        self.counters["steps"] += 1
+        with torch.no_grad():
+            sums[0] += out.loss.detach() * n
+            sums[1] += (out.logits.argmax(1) == batch.y).sum()
+            sums[2] += n
+        self.progress.update()
+        if st.task_step % LOG_EVERY == 0 and self.progress.bar is not None:
+            s = (self.epoch_sums + sums.cpu()).tolist()
+            self.progress.postfix(loss=f"{s[0] / max(s[2], 1):.4f}", acc=f"{100 * s[1] / max(s[2], 1):.1f}")
+
+    def _evaluate(self, t: int) -> None:
+        r = self.run
+        t0 = time.perf_counter()
+        cil, til = evaluate(r.model, r.stream, r.transform, t, r.cfg.eval_batch_size)
+        self.counters["eval_time_s"] += time.perf_counter() - t0
+        self.acc["class_il"].append(cil)
+        self.acc["task_il"].append(til)
+        dens = r.engine.densities()
+        self.log.write({"event": "task_end", "task": t, "step": self.state.step, "class_il": cil, "task_il": til,
+                        "avg_class_il": sum(cil) / len(cil), "avg_task_il": sum(til) / len(til),
+                        "density": dens["overall"]})
+        self.progress.close()
+        self.print(f"task {t + 1}/{r.stream.num_tasks}: Class-IL {sum(cil) / len(cil):.2f}  Task-IL "
+                   f"{sum(til) / len(til):.2f}  (per task: {' '.join(f'{a:.1f}' for a in cil)})  density {dens['overall']:.4f}")
+
+    def _finish(self) -> dict[str, Any]:
+        r = self.run
+        dens = r.engine.densities()
+        summary = {
+            "acc_matrix": self.acc,
+            "final_avg_acc": {k: final_average(v) for k, v in self.acc.items()},
+            "forgetting": {k: forgetting(v) for k, v in self.acc.items()},
+            "bwt": {k: bwt(v) for k, v in self.acc.items()},
+            "seed": r.cfg.seed,
+            "config": to_dict(r.cfg),
+            "train_time_s": self.counters["train_time_s"],
+            "eval_time_s": self.counters["eval_time_s"],
+            "wall_time_s": self.counters["wall_time_s"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            "examples_processed": self.counters["examples_processed"],
+            "data_examples": self.counters["data_examples"],
+            "steps": self.counters["steps"],
+            "flops": r.flops.report(),
+            "density": {"overall": dens["overall"], "layers": dens["layers"], "model": r.engine.model_density()},
+        }
+        if torch.cuda.is_available() and self.state.device.type == "cuda":
+            summary["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        write_json(self.out / "summary.json", summary)
+        if r.cfg.checkpoint.keep_model:
+            torch.save(r.model.state_dict(), self.out / "final_model.pt")
+        self.print(format_table(summary))
+        return summary
+
+
+TIMING_KEYS = ("train_time_s", "eval_time_s", "wall_time_s", "peak_rss_mb", "peak_gpu_mb")
