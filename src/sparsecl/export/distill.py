@@ -1,0 +1,47 @@
+"""Knowledge-distillation loss (Hinton, Vinyals and Dean, 2015, "Distilling the Knowledge in a Neural
+Network", arXiv:1503.02531, sec. 2).
+
+With student logits z, teacher logits v, temperature T and weight alpha:
+
+    p = softmax(v / T),  q = softmax(z / T)
+    L = alpha * T^2 * KL(p || q) + (1 - alpha) * CE(z, y)
+    KL(p || q) = (1/B) sum_b sum_i p_bi (log p_bi - log q_bi)          (mean over the batch)
+
+The T^2 factor keeps the soft term's gradient on the scale of the hard one: dKL/dz_i = (q_i - p_i) / T,
+and for large T with zero-mean logits q_i - p_i ~ (z_i - v_i) / (C T), so T^2 dKL/dz_i ~ (z_i - v_i) / C
+(sec. 2.1). The teacher is detached: no gradient reaches it. Deviation: none.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class DistillationLoss(nn.Module):
+    """``loss(student_logits [B, C], teacher_logits [B, C], targets [B]) -> scalar``."""
+
+    def __init__(self, temperature: float = 4.0, weight: float = 0.5) -> None:
+        super().__init__()
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
+        if not (isinstance(weight, (int, float)) and 0.0 <= weight <= 1.0):
+            raise ValueError(f"weight must be in [0, 1]; got {weight!r}")
+        self.temperature, self.weight = float(temperature), float(weight)
+
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> Tensor:
+        if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
+            raise ValueError(f"student and teacher logits must both be [B, C]; got "
+                             f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
+        t = self.temperature
+        log_q = F.log_softmax(student_logits / t, dim=1)
+        log_p = F.log_softmax(teacher_logits.detach() / t, dim=1)
+        soft = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)  # KL(p || q)
+        hard = F.cross_entropy(student_logits, targets)
+        return self.weight * t * t * soft + (1.0 - self.weight) * hard
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, weight={self.weight}"
