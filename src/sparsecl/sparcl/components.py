@@ -1,12 +1,21 @@
-"""Assemble SparCL's components (TDM, DDR, DGM) for a run from its config; all off = nothing added."""
+"""Assemble SparCL's components (TDM, DDR, DGM) for a run from its config; all off adds nothing.
+
+Hook order within a step is TDM, then DGM: TDM reads the dense gradient before DGM masks it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from sparsecl.sparcl.ddr import DynamicDataRemoval
+from sparsecl.sparcl.dgm import DynamicGradientMasking
+from sparsecl.sparcl.tdm import TaskAwareDynamicMasking
+from sparsecl.sparse.config import SparsityConfig
+from sparsecl.sparse.filters import select_layers
 from sparsecl.train.hooks import Component
 
 
@@ -16,6 +25,45 @@ class SparclParts:
     grad_density: Any = None  # the DGM component (it reports gradient densities to the FLOPs meter)
 
 
-def build_sparcl(cfg, model: torch.nn.Module, engine, method, stream, generator: torch.Generator, epochs: int) -> SparclParts:  # noqa: ANN001
+def effective_sparsity(cfg) -> SparsityConfig:  # noqa: ANN001 - TrainConfig
+    """The mask engine's config: under TDM the engine holds a magnitude-pruned mask of SparCL's layers
+    that only TDM changes (``sparsity.method`` must be left at dense or set to magnitude)."""
+    if not cfg.sparcl.tdm:
+        return cfg.sparsity
+    if cfg.sparsity.method not in ("dense", "magnitude"):
+        raise ValueError(f"sparcl.tdm drives the masks itself and cannot run with sparsity.method={cfg.sparsity.method}; "
+                         "leave sparsity.method unset (or magnitude)")
+    if cfg.sparsity.density >= 1:
+        raise ValueError("sparcl.tdm needs a target sparsity: set sparsity.density below 1 (e.g. 0.1 for 90 % sparsity)")
+    return dataclasses.replace(cfg.sparsity, method="magnitude", layers=cfg.sparcl.layers)
+
+
+def build_sparcl(cfg, model: torch.nn.Module, engine, method, stream, generator: torch.Generator,  # noqa: ANN001
+                 device: torch.device) -> SparclParts:
+    sc = cfg.sparcl
     parts = SparclParts()
+    if sc.tdm:
+        parts.components.append(TaskAwareDynamicMasking(engine, sc, generator))
+    if sc.ddr:
+        n = int(stream.dataset.x_train.shape[0])
+        parts.components.append(DynamicDataRemoval(n, sc.ddr_ratio, sc.ddr_removals, sc.ddr_start, sc.ddr_interval,
+                                                   generator, device))
+    if sc.dgm:
+        names = [layer.name for layer in engine.layers] or [s.name for s in select_layers(model, sc.layers, False, False)]
+        params = dict(model.named_parameters())
+        dgm = DynamicGradientMasking({n: params[n] for n in names}, sc.dgm_ratio, sc.dgm_interval,
+                                     sc.dgm_alpha_g, sc.dgm_beta_g, weight_masks=_LiveMasks(engine))
+        parts.components.append(dgm)
+        parts.grad_density = dgm
     return parts
+
+
+class _LiveMasks(dict):
+    """A read-only view of the engine's current masks (they are replaced, not mutated, on updates)."""
+
+    def __init__(self, engine) -> None:  # noqa: ANN001
+        super().__init__()
+        self.engine = engine
+
+    def get(self, name, default=None):  # noqa: ANN001, ANN201
+        return self.engine.masks.get(name, default)

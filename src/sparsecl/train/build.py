@@ -17,8 +17,9 @@ from sparsecl.data.registry import load_dataset
 from sparsecl.data.stream import Stream, make_stream
 from sparsecl.data.transforms import Augment, BatchTransform
 from sparsecl.models import create_model
-from sparsecl.sparcl.components import build_sparcl
+from sparsecl.sparcl.components import build_sparcl, effective_sparsity
 from sparsecl.sparse.engine import MaskEngine
+from sparsecl.sparse.methods import SPARSE_METHODS
 from sparsecl.train.hooks import Component
 from sparsecl.train.meters import FlopsMeter
 from sparsecl.train.optim import LrSchedule, make_optimizer
@@ -62,38 +63,44 @@ def augment_for(cfg: TrainConfig) -> Augment:
     return _AUGMENT[cfg.augment]
 
 
+def build_data(cfg: TrainConfig, device: torch.device) -> tuple[Stream, BatchTransform]:
+    """The dataset on ``device``, cut into the configured stream, and its batch transform."""
+    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.download).to(device)
+    stream = make_stream(cfg.stream, ds, cfg.tasks, cfg.class_order, seed=cfg.seed)
+    return stream, BatchTransform(ds.mean, ds.std, augment_for(cfg))
+
+
+def build_model(cfg: TrainConfig, ds: ArrayDataset, device: torch.device) -> torch.nn.Module:
+    return create_model(cfg.model, ds.input_shape, ds.num_classes, hidden=cfg.hidden, nf=cfg.nf,
+                        width=cfg.width, depth=cfg.depth, generator=generator(cfg.seed, "model")).to(device)
+
+
 def build_run(cfg: TrainConfig) -> Run:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.download).to(device)
-    stream = make_stream(cfg.stream, ds, cfg.tasks, cfg.class_order, seed=cfg.seed)
+    stream, transform = build_data(cfg, device)
+    ds = stream.dataset
     gens = {name: generator(cfg.seed, name, device) for name in ("data", "augment", "method", "sparcl")}
     gens["masks"] = generator(cfg.seed, "masks", "cpu")
-    transform = BatchTransform(ds.mean, ds.std, augment_for(cfg))
-
-    model = create_model(cfg.model, ds.input_shape, ds.num_classes, hidden=cfg.hidden, nf=cfg.nf,
-                         width=cfg.width, depth=cfg.depth, generator=generator(cfg.seed, "model")).to(device)
+    model = build_model(cfg, ds, device)
     optimizer = make_optimizer(model, cfg)
     ctx = MethodContext(stream, transform, gens["method"], device)
     method = create_method(cfg.continual.method, model, cfg.continual, ctx)
     _check_buffer_fits(cfg, stream)
 
-    multiplier = cfg.sparsity.multiplier
-    epochs = cfg.epochs * multiplier
+    sparsity = effective_sparsity(cfg)
+    # RigL_Mx trains M times longer; LTH repeats the nominal training once per round
+    epochs = cfg.epochs * sparsity.multiplier * SPARSE_METHODS.get(sparsity.method).rounds(sparsity)
     plan = []
     for task in stream.tasks:
         idx = method.train_indices(task)
         n = 0 if idx is None else int(idx.numel())
         per_epoch = n // cfg.batch_size if cfg.drop_last else -(-n // cfg.batch_size)
         plan.append(epochs * per_epoch)
-    engine = MaskEngine(model, optimizer, cfg.sparsity, total_steps=max(sum(plan), 1), generator=gens["masks"])
-    if engine.train_multiplier != 1:
-        epochs *= engine.train_multiplier
-        plan = [p * engine.train_multiplier for p in plan]
-        engine = MaskEngine(model, optimizer, cfg.sparsity, total_steps=max(sum(plan), 1), generator=gens["masks"])
+    engine = MaskEngine(model, optimizer, sparsity, total_steps=max(sum(plan), 1), generator=gens["masks"])
 
-    sparcl = build_sparcl(cfg, model, engine, method, stream, gens["sparcl"], epochs)
+    sparcl = build_sparcl(cfg, model, engine, method, stream, gens["sparcl"], device)
     flops = FlopsMeter(model, (1, *ds.input_shape), engine, grad_density=sparcl.grad_density)
     components: list[Component] = [method, *sparcl.components, flops]
     return Run(cfg, ds, stream, transform, model, optimizer, LrSchedule(optimizer, cfg), method, engine, flops,

@@ -1,7 +1,7 @@
 """The named moments of the loop, and the small base class of everything plugged into them.
 
 One training step, as data flowing through it (ARCHITECTURE.md):
-batch -> method.compute_loss -> backward -> ``after_backward`` -> stepper.step() (optimizer or mask
+batch -> method.compute_loss -> ``before_backward`` -> backward -> ``after_backward`` -> stepper.step() (optimizer or mask
 engine) -> ``after_step`` -> ... ``on_epoch_end`` ... ``on_task_start`` / ``on_task_end``.
 Components never reach into the loop's locals: what they may read or change is on ``LoopState``.
 """
@@ -27,12 +27,15 @@ class StepOutput:
     n_forward: examples forwarded AND back-propagated this step (current batch + replay draws): the
                count training FLOPs and ``examples_processed`` are charged for.
     n_forward_only: examples forwarded without a backward pass (e.g. logits computed under no_grad).
+    parts:     the loss split by data source, summing to ``loss``: ``{"current": ..., "buffer": ...}``
+               (rehearsal methods). SparCL's importance scores need the two gradients separately.
     """
 
     loss: torch.Tensor
     logits: torch.Tensor
     n_forward: int
     n_forward_only: int = 0
+    parts: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -55,6 +58,7 @@ class LoopState:
     task_step: int = 0  # steps within the current task
     steps_per_task: int = 1  # planned steps of the current task (at the full split size)
     active_idx: torch.Tensor | None = None
+    task_progress: float = 0.0  # fraction of the current task done: (epoch + batches done / batches) / epochs
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -68,6 +72,9 @@ class Component:
         pass
 
     def on_epoch_start(self, state: LoopState, task: Task) -> None:
+        pass
+
+    def before_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
         pass
 
     def after_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:

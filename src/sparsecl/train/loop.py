@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from sparsecl.configtools import to_dict
-from sparsecl.continual.metrics import bwt, evaluate, final_average, forgetting, format_table
+from sparsecl.continual.metrics import evaluate, format_table, summarize
 from sparsecl.data.loader import EpochSampler, make_batch
 from sparsecl.train import checkpoint
 from sparsecl.train.build import Run
@@ -69,6 +69,7 @@ class Trainer:
             "position": vars(self.pos).copy(),
             "loop": {"step": self.state.step, "task_step": self.state.task_step, "task": self.state.task,
                      "epoch": self.state.epoch, "steps_per_task": self.state.steps_per_task,
+                     "task_progress": self.state.task_progress,
                      "active_idx": self.state.active_idx},
             "model": r.model.state_dict(),
             "optimizer": r.optimizer.state_dict(),
@@ -88,6 +89,7 @@ class Trainer:
         lp = ck["loop"]
         self.state.step, self.state.task_step = lp["step"], lp["task_step"]
         self.state.task, self.state.epoch, self.state.steps_per_task = lp["task"], lp["epoch"], lp["steps_per_task"]
+        self.state.task_progress = lp["task_progress"]
         dev = self.state.device
         self.state.active_idx = None if lp["active_idx"] is None else lp["active_idx"].to(dev)
         r.model.load_state_dict(ck["model"])
@@ -145,7 +147,7 @@ class Trainer:
         r, st = self.run, self.state
         task = r.stream.tasks[t]
         if not self.pos.task_started:
-            st.task, st.task_step, st.steps_per_task = t, 0, r.plan[t]
+            st.task, st.task_step, st.steps_per_task, st.task_progress = t, 0, r.plan[t], 0.0
             st.active_idx = r.method.train_indices(task)
             for c in r.components:
                 c.on_task_start(st, task)
@@ -172,6 +174,7 @@ class Trainer:
             self.epoch_sums.zero_()
             self.pos.epoch, self.pos.in_epoch = e, True
         t0 = time.perf_counter()
+        self._batches = self.sampler.num_batches(self.sampler.order.numel())
         sums = torch.zeros(3, dtype=torch.float64, device=st.device)
         for idx in self.sampler:
             self._step(task, idx, sums)
@@ -205,6 +208,8 @@ class Trainer:
         r.optimizer.zero_grad(set_to_none=True)
         out = r.method.compute_loss(batch)
         check_loss(out.loss, r.model, st.step, task.id)
+        for c in r.components:
+            c.before_backward(st, batch, out)
         out.loss.backward()
         for c in r.components:
             c.after_backward(st, batch, out)
@@ -215,6 +220,7 @@ class Trainer:
             c.after_step(st, batch, out)
         st.step += 1
         st.task_step += 1
+        st.task_progress = (st.epoch + self.sampler.cursor / max(self._batches, 1)) / r.epochs
         n = len(batch)
         self.counters["examples_processed"] += out.n_forward
         self.counters["data_examples"] += n
@@ -246,11 +252,12 @@ class Trainer:
     def _finish(self) -> dict[str, Any]:
         r = self.run
         dens = r.engine.densities()
+        scores = summarize(self.acc["class_il"], self.acc["task_il"])
         summary = {
             "acc_matrix": self.acc,
-            "final_avg_acc": {k: final_average(v) for k, v in self.acc.items()},
-            "forgetting": {k: forgetting(v) for k, v in self.acc.items()},
-            "bwt": {k: bwt(v) for k, v in self.acc.items()},
+            "final_avg_acc": {k: s["final_avg"] for k, s in scores.items()},
+            "forgetting": {k: s["forgetting"] for k, s in scores.items()},
+            "bwt": {k: s["bwt"] for k, s in scores.items()},
             "seed": r.cfg.seed,
             "config": to_dict(r.cfg),
             "train_time_s": self.counters["train_time_s"],
@@ -268,7 +275,7 @@ class Trainer:
         write_json(self.out / "summary.json", summary)
         if r.cfg.checkpoint.keep_model:
             torch.save(r.model.state_dict(), self.out / "final_model.pt")
-        self.print(format_table(summary))
+        self.print(format_table(scores))
         return summary
 
 

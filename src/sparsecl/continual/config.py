@@ -1,0 +1,76 @@
+"""The continual-learning section of a run's configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from sparsecl.continual.buffer import BUFFER_POLICIES
+from sparsecl.continual.methods import CL_METHODS
+
+
+@dataclass(frozen=True)
+class ContinualConfig:
+    """Which continual method, with which buffer and loss weights (mammoth names in brackets).
+
+    method:            a ``CL_METHODS`` name: sgd, joint, er, der, derpp, agem, er_ace.
+    buffer_size:       buffer capacity B [buffer_size]; 0 for methods without a buffer (sgd, joint), > 0 for
+                       the others.
+    replay_batch_size: examples per replay draw [minibatch_size]; 0 = the current batch's size.
+    alpha:             weight of DER/DER++'s logit-matching MSE term (mammoth DER++ at B=200: 0.1).
+    beta:              weight of DER++'s replay CE term (0.5).
+    masked_head:       current-data CE over the current task's classes only (SparCL's ``--use_cl_mask``).
+    buffer_policy:     a ``BUFFER_POLICIES`` name: reservoir (mammoth), class-balanced, after-task
+                       (Avalanche's experience-balanced filling).
+    agem_batch:        A-GEM's reference-gradient sample size (the paper's P = 256).
+
+    Each method reads only some of these (its ``options``); one it ignores must stay at its default, so a
+    misplaced setting fails instead of being silently ignored.
+    """
+
+    method: str = "sgd"
+    buffer_size: int = 0
+    replay_batch_size: int = 32
+    alpha: float = 0.1
+    beta: float = 0.5
+    masked_head: bool = False
+    buffer_policy: str = "reservoir"
+    agem_batch: int = 256
+
+    def __post_init__(self) -> None:
+        if self.method not in CL_METHODS:
+            valid = ", ".join(CL_METHODS.names())
+            raise ValueError(f"unknown continual method {self.method!r}; valid: {valid}")
+        if self.buffer_policy not in BUFFER_POLICIES:
+            raise ValueError(
+                f"unknown buffer_policy {self.buffer_policy!r}; valid: {', '.join(BUFFER_POLICIES.names())}"
+            )
+        _check_int("buffer_size", self.buffer_size, 0)
+        _check_int("replay_batch_size", self.replay_batch_size, 0)
+        _check_int("agem_batch", self.agem_batch, 1)
+        for name in ("alpha", "beta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if not isinstance(self.masked_head, bool):
+            raise ValueError(f"masked_head must be true or false, got {self.masked_head!r}")
+        reads = CL_METHODS.get(self.method).options
+        if "buffer_size" in reads and self.buffer_size == 0:
+            raise ValueError(f"method {self.method!r} keeps a buffer: buffer_size must be > 0")
+        unused = [
+            f.name
+            for f in dataclasses.fields(self)
+            if f.name != "method" and f.name not in reads and getattr(self, f.name) != f.default
+        ]
+        if unused:
+            takes = ", ".join(reads) or "none"
+            raise ValueError(f"method {self.method!r} does not use {', '.join(unused)}; it reads: {takes}")
+
+    @property
+    def needs_buffer(self) -> bool:
+        return "buffer_size" in CL_METHODS.get(self.method).options
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")

@@ -1,0 +1,30 @@
+"""Continual-learning methods, one short file each (mammoth style), behind the ``CL_METHODS`` registry.
+
+Every entry is a ``ContinualMethod`` subclass with an ``options`` tuple naming the ``ContinualConfig``
+fields it reads; ``ContinualConfig`` rejects a field set away from its default that the method ignores.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from sparsecl.continual.base import ContinualMethod, MethodContext
+from sparsecl.registry import Registry
+
+if TYPE_CHECKING:
+    from sparsecl.continual.config import ContinualConfig
+
+CL_METHODS: Registry[type[ContinualMethod]] = Registry("continual method")
+
+
+def create_method(
+    name: str, model: torch.nn.Module, cfg: "ContinualConfig", ctx: MethodContext
+) -> ContinualMethod:
+    """Build continual method ``name`` (unknown names raise, listing the valid ones)."""
+    return CL_METHODS.create(name, model, cfg, ctx)
+
+
+# registration (after CL_METHODS exists: each module registers into it)
+from sparsecl.continual.methods import agem, der, derpp, er, er_ace, joint, sgd  # noqa: E402,F401

@@ -1,0 +1,29 @@
+"""DER: Dark Experience Replay (Buzzega et al., NeurIPS 2020, arXiv 2004.07211), in mammoth's form."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from sparsecl.continual.methods import CL_METHODS
+from sparsecl.continual.methods.rehearsal import RehearsalMethod
+from sparsecl.data.batch import Batch
+from sparsecl.train.hooks import StepOutput
+
+
+@CL_METHODS.register("der")
+class DER(RehearsalMethod):
+    """loss = CE(f(x), y) + alpha * MSE(f(x'), z'), z' the logits stored with x' (MSE: mean over the
+    m x K entries, ``F.mse_loss``). Logits are stored online, at every step, from the augmented view."""
+
+    store_logits = True
+    options = RehearsalMethod.options + ("alpha",)
+
+    def compute_loss(self, batch: Batch) -> StepOutput:
+        logits = self.model(batch.x)
+        cur, n = self.current_loss(logits, batch, self.cfg.masked_head), len(batch)
+        if self.buffer.empty:
+            return StepOutput(cur, logits, n)
+        rep = self.replay(self.replay_size(batch))
+        replay = self.cfg.alpha * F.mse_loss(self.model(rep.x), rep.logits)
+        n += rep.y.shape[0]
+        return StepOutput(cur + replay, logits, n, parts={"current": cur, "buffer": replay})

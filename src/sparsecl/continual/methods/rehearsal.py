@@ -1,0 +1,123 @@
+"""What every buffer-based method shares: the buffer, replay draws, the per-step buffer update.
+
+The buffer is updated after every optimizer step with the NON-augmented inputs (``batch.x_raw``) and, for
+DER-style methods, the logits of that step's forward on the augmented view (``out.logits.detach()``), as
+mammoth does. With the ``after-task`` policy the buffer is instead filled once at task end.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from sparsecl.continual.base import ContinualMethod, MethodContext
+from sparsecl.continual.buffer import Buffer, BufferItems
+from sparsecl.data.batch import Batch
+from sparsecl.data.loader import make_batch
+from sparsecl.data.stream import Task
+from sparsecl.train.hooks import StepOutput
+
+
+def spawn_generator(parent: torch.Generator, device: torch.device) -> torch.Generator:
+    """A new generator on ``device``, seeded by one draw from ``parent``."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=parent, device=parent.device))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+class RehearsalMethod(ContinualMethod):
+    """Base of the buffer methods (ER, DER, DER++, A-GEM, ER-ACE).
+
+    ``offer_filter`` (default None): a callable ``Batch -> bool [B]`` saying which rows of a batch may
+    enter the buffer; SparCL's Dynamic Data Removal sets it so that removed examples are no longer offered.
+    The buffer's policy draws from a generator of its own (spawned from ``ctx.generator``), so what is
+    stored does not depend on how often it is replayed; replay draws and their augmentation use
+    ``ctx.generator``.
+    """
+
+    store_logits = False
+    options: tuple[str, ...] = ("buffer_size", "buffer_policy", "replay_batch_size", "masked_head")
+
+    def __init__(self, model: torch.nn.Module, cfg: Any, ctx: MethodContext) -> None:
+        super().__init__(model, cfg, ctx)
+        self.buffer = Buffer(
+            cfg.buffer_size,
+            ctx.stream.dataset.input_shape,
+            ctx.stream.num_classes,
+            device=ctx.device,
+            generator=spawn_generator(ctx.generator, ctx.device),
+            policy=cfg.buffer_policy,
+            store_logits=self.store_logits,
+        )
+        self.offer_filter: Callable[[Batch], torch.Tensor] | None = None
+
+    # -- replay -----------------------------------------------------------------------------------
+    def replay_size(self, batch: Batch) -> int:
+        """``replay_batch_size``, or the current batch's size when it is 0."""
+        return self.cfg.replay_batch_size or len(batch)
+
+    def replay(self, n: int) -> BufferItems:
+        """min(n, held) buffer examples drawn without replacement; ``x`` is their TRAINING view (augmented,
+        normalised float), the rest as stored."""
+        items = self.buffer.get(self.buffer.sample(n, self.ctx.generator))
+        return items._replace(x=self.ctx.transform.train(items.x, self.ctx.generator))
+
+    # -- buffer updates ---------------------------------------------------------------------------
+    def after_step(self, state: Any, batch: Batch, out: StepOutput) -> None:
+        if not self.buffer.online:
+            return
+        x, y = batch.x_raw, batch.y
+        logits = out.logits.detach() if self.store_logits else None
+        if self.offer_filter is not None:
+            keep = self.offer_filter(batch).nonzero().flatten()  # one sync, only with a filter set
+            x, y = x[keep], y[keep]
+            logits = None if logits is None else logits[keep]
+        self.buffer.add(x, y, logits, task=batch.task)
+
+    def on_task_end(self, state: Any, task: Task) -> None:
+        if not self.buffer.online:
+            self._fill_after_task(state, task)
+
+    def _fill_after_task(self, state: Any, task: Task) -> None:
+        """After-task policy: a random subset of the task's (still active, offerable) training examples.
+
+        Candidates are the loop's ``state.active_idx`` (what Dynamic Data Removal left), else the task's
+        split. DER targets are the logits of the model at task end on the non-augmented test view, in
+        eval mode (no online logits exist under this policy).
+        """
+        active = getattr(state, "active_idx", None)
+        cand = self._offerable(task, task.train_idx if active is None else active)
+        gen = self.ctx.generator
+        perm = torch.randperm(cand.numel(), generator=gen, device=gen.device).to(cand.device)
+        idx = cand[perm[: self.buffer.task_quota()]]
+        ds = self.ctx.stream.dataset
+        x = task.inputs(ds.x_train[idx])
+        logits = self._logits_of(x) if self.store_logits else None
+        self.buffer.add_task(x, ds.y_train[idx], logits, task.id)
+
+    def _offerable(self, task: Task, idx: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        if self.offer_filter is None:
+            return idx
+        ctx = self.ctx
+        keep = [
+            part[self.offer_filter(make_batch(ctx.stream, task, part, ctx.transform, ctx.generator))]
+            for part in idx.split(chunk)
+        ]
+        return torch.cat(keep)
+
+    @torch.no_grad()
+    def _logits_of(self, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return torch.cat([self.model(self.ctx.transform.test(part)).float() for part in x.split(chunk)])
+        finally:
+            self.model.train(was_training)
+
+    # -- state ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"buffer": self.buffer.state_dict(), "generator": self.ctx.generator.get_state()}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.buffer.load_state_dict(sd["buffer"])
+        self.ctx.generator.set_state(sd["generator"])

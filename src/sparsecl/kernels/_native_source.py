@@ -1,0 +1,122 @@
+"""C source of the native CPU kernels (compiled on first use by ``kernels.native``).
+
+Kept as a string, not a .c file, so that it ships inside the Python package without package-data
+configuration. Two float32 kernels on CSR structures with int32 indices, both working on "transposed"
+dense operands (row-major [*, B], batch innermost) so that every inner loop is a contiguous run of B
+floats that GCC's vector extensions turn into 16-lane FMAs:
+
+  spk_spmm_t   yT[i, :] = bias[i] + sum_{k in row i} val[k] * xT[col[k], :]          (SpMM)
+  spk_sddmm_t  g[k]     = sum_b gyT[i, b] * xT[col[k], b]  for each nonzero k of row i (SDDMM)
+
+Rows are distributed with OpenMP (the .so links libgomp.so.1, the same soname as torch's, so the
+process keeps one OpenMP runtime); ``nthreads`` comes from ``torch.get_num_threads()``.
+"""
+
+C_SOURCE = r"""#include <stdint.h>
+#include <string.h>
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
+
+static inline v16 ld(const float* p) { v16 r; memcpy(&r, p, sizeof r); return r; }
+static inline void st(float* p, v16 v) { memcpy(p, &v, sizeof v); }
+
+/* The first r (< 16) lanes of p; other lanes 0. Masked AVX-512 loads never touch masked-out memory. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline v16 ld_part(const float* p, int64_t r) {
+  return (v16)_mm512_maskz_loadu_ps((__mmask16)((1u << r) - 1u), p);
+}
+static inline void st_part(float* p, v16 v, int64_t r) {
+  _mm512_mask_storeu_ps(p, (__mmask16)((1u << r) - 1u), (__m512)v);
+}
+#else
+static inline v16 ld_part(const float* p, int64_t r) { v16 x = {0}; memcpy(&x, p, (size_t)r * sizeof(float)); return x; }
+static inline void st_part(float* p, v16 v, int64_t r) { memcpy(p, &v, (size_t)r * sizeof(float)); }
+#endif
+static inline float hsum(v16 a) {
+  v8 h = __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7)
+       + __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15);
+  v4 q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+  return (q[0] + q[2]) + (q[1] + q[3]);
+}
+
+/* One row, columns b .. b + 16*NV of yT: NV accumulators stay in registers across the row's nonzeros. */
+#define SPMM_BLOCK(NV)                                                              \
+  static inline void spmm_block##NV(const int32_t* col, const float* val, int32_t k0, \
+                                    int32_t k1, const float* xT, int64_t B, int64_t b, \
+                                    float b0, float* y) {                             \
+    v16 acc[NV];                                                                      \
+    for (int t = 0; t < NV; ++t) acc[t] = (v16){0} + b0;                              \
+    for (int32_t k = k0; k < k1; ++k) {                                               \
+      const float v = val[k];                                                         \
+      const float* xr = xT + (int64_t)col[k] * B + b;                                 \
+      for (int t = 0; t < NV; ++t) acc[t] += v * ld(xr + 16 * t);                     \
+    }                                                                                 \
+    for (int t = 0; t < NV; ++t) st(y + b + 16 * t, acc[t]);                          \
+  }
+SPMM_BLOCK(4)
+SPMM_BLOCK(2)
+SPMM_BLOCK(1)
+
+/* yT[i, :] = bias[i] + sum_{k in row i} val[k] * xT[col[k], :]   (yT [rows, B], xT [*, B], row-major) */
+void spk_spmm_t(int64_t rows, const int32_t* crow, const int32_t* col, const float* val,
+                const float* xT, int64_t B, const float* bias, float* yT, int nthreads) {
+  const int64_t nnz = crow[rows];
+#pragma omp parallel for schedule(dynamic, 16) num_threads(nthreads) if (nthreads > 1 && nnz * B > 65536)
+  for (int64_t i = 0; i < rows; ++i) {
+    float* y = yT + i * B;
+    const float b0 = bias ? bias[i] : 0.f;
+    const int32_t k0 = crow[i], k1 = crow[i + 1];
+    int64_t b = 0;
+    for (; b + 64 <= B; b += 64) spmm_block4(col, val, k0, k1, xT, B, b, b0, y);
+    if (b + 32 <= B) { spmm_block2(col, val, k0, k1, xT, B, b, b0, y); b += 32; }
+    if (b + 16 <= B) { spmm_block1(col, val, k0, k1, xT, B, b, b0, y); b += 16; }
+    if (b < B) { /* last B % 16 columns */
+      const int64_t r = B - b;
+      v16 acc = (v16){0} + b0;
+      for (int32_t k = k0; k < k1; ++k) acc += val[k] * ld_part(xT + (int64_t)col[k] * B + b, r);
+      st_part(y + b, acc, r);
+    }
+  }
+}
+
+static inline v16 dot_tail(const float* a, const float* c, int64_t b, int64_t B) {
+  return b < B ? ld_part(a + b, B - b) * ld_part(c + b, B - b) : (v16){0};
+}
+
+/* g[k] = sum_b gyT[i, b] * xT[col[k], b] for every nonzero k of row i (SDDMM, both operands [*, B]). */
+void spk_sddmm_t(int64_t rows, const int32_t* crow, const int32_t* col, const float* gyT,
+                 const float* xT, int64_t B, float* g, int nthreads) {
+  const int64_t nnz = crow[rows];
+  const int64_t Bv = B & ~(int64_t)15;
+#pragma omp parallel for schedule(dynamic, 16) num_threads(nthreads) if (nthreads > 1 && nnz * B > 65536)
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* gr = gyT + i * B;
+    int32_t k = crow[i];
+    const int32_t k1 = crow[i + 1];
+    for (; k + 4 <= k1; k += 4) { /* four independent dot products share each load of gr */
+      const float* x0 = xT + (int64_t)col[k] * B;
+      const float* x1 = xT + (int64_t)col[k + 1] * B;
+      const float* x2 = xT + (int64_t)col[k + 2] * B;
+      const float* x3 = xT + (int64_t)col[k + 3] * B;
+      v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+      for (int64_t b = 0; b < Bv; b += 16) {
+        const v16 gv = ld(gr + b);
+        a0 += gv * ld(x0 + b); a1 += gv * ld(x1 + b); a2 += gv * ld(x2 + b); a3 += gv * ld(x3 + b);
+      }
+      g[k] = hsum(a0 + dot_tail(gr, x0, Bv, B));
+      g[k + 1] = hsum(a1 + dot_tail(gr, x1, Bv, B));
+      g[k + 2] = hsum(a2 + dot_tail(gr, x2, Bv, B));
+      g[k + 3] = hsum(a3 + dot_tail(gr, x3, Bv, B));
+    }
+    for (; k < k1; ++k) {
+      const float* xr = xT + (int64_t)col[k] * B;
+      v16 a = {0};
+      for (int64_t b = 0; b < Bv; b += 16) a += ld(gr + b) * ld(xr + b);
+      g[k] = hsum(a + dot_tail(gr, xr, Bv, B));
+    }
+  }
+}
+"""

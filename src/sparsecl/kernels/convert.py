@@ -1,0 +1,79 @@
+"""Swap masked nn.Linear layers for SparseLinear ones (and back) in place.
+
+The mask engine exposes ``engine.masks``: parameter name -> bool mask (``"hidden.0.weight"`` -> [out, in]).
+``sparsify_model`` replaces each such nn.Linear for which the chosen path is "csr" by a SparseLinear
+holding the weight at the mask's True entries; layers on the "masked" path, and masks of anything that
+is not an nn.Linear weight (convolutions), are left to the mask engine. ``densify_model`` is the inverse:
+every SparseLinear becomes an nn.Linear whose weight is zero off the mask. The round trip is exact.
+
+Note for callers: a SparseLinear's trainable weight is named ``<module>.values`` (shape [nnz]), not
+``<module>.weight``; build the optimizer after sparsifying (or rebuild it) so it holds the new parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sparsecl.kernels.linear import SparseLinear
+from sparsecl.kernels.paths import choose_path
+
+
+def _split(name: str) -> tuple[str, str]:
+    parent, _, child = name.rpartition(".")
+    return parent, child
+
+
+def _replace(model: nn.Module, module_name: str, new: nn.Module) -> None:
+    parent, child = _split(module_name)
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def sparsify_model(
+    model: nn.Module,
+    masks: dict[str, torch.Tensor],
+    path: str = "auto",
+    batch: int = 128,
+    threads: int | None = None,
+    backend: str = "auto",
+) -> dict[str, str]:
+    """Replace, in place, every nn.Linear whose ``<module>.weight`` has a mask and whose path is "csr".
+
+    Returns ``{module name: chosen path}`` for every masked nn.Linear weight considered ("csr" or
+    "masked"). ``path`` is "auto" (per layer, :func:`choose_path` from shape, ``batch``, the mask's
+    density and ``threads``), or "csr"/"masked" to force one path for all layers. ``backend`` is passed
+    to every new SparseLinear.
+    """
+    modules = dict(model.named_modules())
+    chosen: dict[str, str] = {}
+    for pname, mask in masks.items():
+        module_name, leaf = _split(pname)
+        layer = modules.get(module_name)
+        if leaf != "weight" or not isinstance(layer, nn.Linear):
+            continue
+        density = float(mask.sum()) / mask.numel()
+        choice = choose_path(layer.out_features, layer.in_features, batch, density, threads, path=path)
+        chosen[module_name] = choice
+        if choice == "csr":
+            _replace(model, module_name, SparseLinear.from_dense(layer, mask.bool(), backend))
+    return chosen
+
+
+def densify_model(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Replace every SparseLinear by an equivalent nn.Linear; returns ``{"<module>.weight": dense weight}``.
+
+    The returned tensors are the new layers' weight Parameters (zeros off the mask); use
+    :func:`sparse_masks` before densifying to keep the exact active sets (active weights may be 0).
+    """
+    weights: dict[str, torch.Tensor] = {}
+    for name, module in list(model.named_modules()):
+        if isinstance(module, SparseLinear):
+            linear = module.to_linear()
+            _replace(model, name, linear)
+            weights[f"{name}.weight"] = linear.weight
+    return weights
+
+
+def sparse_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``{"<module>.weight": bool mask}`` of every SparseLinear in ``model`` (the engine's key format)."""
+    return {f"{n}.weight": m.mask() for n, m in model.named_modules() if isinstance(m, SparseLinear)}

@@ -1,0 +1,149 @@
+"""Build, cache and call the native CPU kernels (``_native_source.C_SOURCE``) through ctypes.
+
+Nothing happens at import. The first call to :func:`native_kernels` compiles the source with the system C
+compiler (``gcc -O3 -march=native -fopenmp``, about 0.3 s) into
+``$XDG_CACHE_HOME/sparsecl/kernels/spk-<hash>.so`` (``~/.cache`` by default), where the hash covers the
+source, the flags, the compiler's version and the CPU's feature flags, so a different machine or
+compiler never loads a stale binary. Any failure (no compiler, compile error, unloadable library) is
+reported once as a warning and :func:`native_kernels` returns None: callers then use the torch backend.
+No build step is added to installation.
+
+ctypes releases the GIL during the calls; the kernels only read/write the pointers they are given, so
+the wrappers check dtype, device, contiguity and shapes before every call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from sparsecl.kernels._native_source import C_SOURCE
+
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
+_P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+
+
+class NativeBuildError(RuntimeError):
+    """The native kernels could not be compiled or loaded."""
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sparsecl" / "kernels"
+
+
+def _cpu_signature() -> str:
+    """The CPU's feature flags (what -march=native compiles for), or the platform name as a fallback."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.machine() + platform.processor()
+
+
+def _compiler_version(compiler: str) -> str:
+    try:
+        out = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise NativeBuildError(f"C compiler {compiler!r} not usable: {e}") from None
+    return out.stdout.splitlines()[0] if out.returncode == 0 and out.stdout else compiler
+
+
+def build_native(cache_dir: Path, compiler: str) -> Path:
+    """Compile (or find in the cache) the shared library; returns its path or raises NativeBuildError."""
+    key = hashlib.sha256(
+        "\n".join([C_SOURCE, " ".join(FLAGS), _compiler_version(compiler), _cpu_signature()]).encode()
+    ).hexdigest()[:16]
+    lib = cache_dir / f"spk-{key}.so"
+    if lib.exists():
+        return lib
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        src, out = Path(tmp) / "spk.c", Path(tmp) / "spk.so"
+        src.write_text(C_SOURCE)
+        try:
+            res = subprocess.run([compiler, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True,
+                                 timeout=300)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise NativeBuildError(f"compiling native kernels failed: {e}") from None
+        if res.returncode != 0:
+            raise NativeBuildError(f"compiling native kernels failed: {res.stderr.strip()[:500]}")
+        os.replace(out, lib)  # atomic: concurrent builders never see a half-written library
+    return lib
+
+
+class NativeKernels:
+    """Typed wrappers of the two C kernels (float32 values/operands, int32 CSR indices, CPU)."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self._spmm = lib.spk_spmm_t
+        self._spmm.argtypes = [_I64, _P, _P, _P, _P, _I64, _P, _P, _INT]
+        self._spmm.restype = None
+        self._sddmm = lib.spk_sddmm_t
+        self._sddmm.argtypes = [_I64, _P, _P, _P, _P, _I64, _P, _INT]
+        self._sddmm.restype = None
+
+    @staticmethod
+    def _check(crow: torch.Tensor, col: torch.Tensor, *dense: torch.Tensor) -> None:
+        for t in (crow, col):
+            if t.dtype != torch.int32 or not t.is_contiguous() or t.device.type != "cpu":
+                raise ValueError("native kernels need contiguous int32 CPU index arrays")
+        for t in dense:
+            if t.dtype != torch.float32 or not t.is_contiguous() or t.device.type != "cpu":
+                raise ValueError("native kernels need contiguous float32 CPU tensors")
+
+    def spmm_t(self, crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, x_t: torch.Tensor,
+               bias: torch.Tensor | None) -> torch.Tensor:
+        """``y_t [rows, B] = W x_t (+ bias[:, None])`` for CSR ``W`` [rows, x_t.shape[0]]."""
+        rows, batch = crow.numel() - 1, x_t.shape[1]
+        self._check(crow, col, values, x_t, *(() if bias is None else (bias,)))
+        if col.numel() != values.numel() or (bias is not None and bias.numel() != rows):
+            raise ValueError("values/bias do not match the CSR structure")
+        y_t = torch.empty(rows, batch, dtype=torch.float32)
+        self._spmm(rows, crow.data_ptr(), col.data_ptr(), values.data_ptr(), x_t.data_ptr(), batch,
+                   None if bias is None else bias.data_ptr(), y_t.data_ptr(), torch.get_num_threads())
+        return y_t
+
+    def sddmm_t(self, crow: torch.Tensor, col: torch.Tensor, gy_t: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        """``g[k] = <gy_t[row k], x_t[col k]>`` for every nonzero k (both operands [*, B])."""
+        rows, batch = crow.numel() - 1, x_t.shape[1]
+        self._check(crow, col, gy_t, x_t)
+        if gy_t.shape != (rows, batch):
+            raise ValueError(f"gy_t shape {tuple(gy_t.shape)} != {(rows, batch)}")
+        g = torch.empty(col.numel(), dtype=torch.float32)
+        self._sddmm(rows, crow.data_ptr(), col.data_ptr(), gy_t.data_ptr(), x_t.data_ptr(), batch, g.data_ptr(),
+                    torch.get_num_threads())
+        return g
+
+
+def load_native(cache_dir: Path | None = None, compiler: str | None = None) -> NativeKernels:
+    """Build if needed and load; raises NativeBuildError on any failure."""
+    compiler = compiler or os.environ.get("CC") or shutil.which("gcc") or "cc"
+    path = build_native(cache_dir or default_cache_dir(), compiler)
+    try:
+        return NativeKernels(ctypes.CDLL(str(path)))
+    except OSError as e:
+        raise NativeBuildError(f"loading {path} failed: {e}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def native_kernels() -> NativeKernels | None:
+    """The process-wide native kernels, or None (with one warning) where they cannot be built."""
+    try:
+        return load_native()
+    except NativeBuildError as e:
+        warnings.warn(f"sparsecl native kernels unavailable, using torch sparse ops: {e}", RuntimeWarning,
+                      stacklevel=2)
+        return None

@@ -1,0 +1,112 @@
+"""The ``sparsity`` section of the config: which method, how sparse, where, and on what schedule.
+
+Times are fractions of the full (already multiplied) run unless named ``*_step``; the CLI spells fields
+``sparsity.<field>=value``. Every check raises ``ValueError`` with one line listing what is valid;
+method-specific checks live on the method (``SparseMethod.validate``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sparsecl.sparse.distributions import DISTRIBUTIONS, SCORED_DISTRIBUTIONS
+from sparsecl.sparse.filters import LAYER_FILTERS
+from sparsecl.sparse.methods import SPARSE_METHODS
+from sparsecl.sparse.patterns import MASK_PATTERNS
+from sparsecl.sparse.schedule import DROP_SCHEDULES
+
+
+def _help(text: str, **kw):  # noqa: ANN202 - dataclass field with a help string
+    return field(metadata={"help": text}, **kw)
+
+
+def _choice(name: str, value: str, valid: list[str]) -> None:
+    if value not in valid:
+        raise ValueError(f"sparsity.{name}={value!r} is not valid; choose one of: {', '.join(valid)}")
+
+
+@dataclass
+class SparsityConfig:
+    """Sparse training: RigL and its family (spec/SPARSE_TRAINING.md)."""
+
+    method: str = _help("dense | static | magnitude | snip | set | snfs | rigl | gmp | lth | small_dense", default="dense")
+    density: float = _help("target fraction of active weights over the sparse layers, in (0, 1]", default=1.0)
+    distribution: str = _help("uniform | er | erk | custom | global (snip/gmp/lth only)", default="uniform")
+    custom_densities: dict[str, float] | None = _help("layer name -> density (distribution=custom)", default=None)
+    layers: str = _help("all | sparcl | comma list of module names", default="all")
+    dense_first: bool = _help("keep the first Linear/Conv of the model dense", default=False)
+    dense_last: bool = _help("keep the last Linear/Conv of the model dense", default=False)
+    delta_t: int = _help("steps between mask updates (set/snfs/rigl/gmp)", default=100)
+    t_end: float = _help("last mask update, as a fraction of training", default=0.75)
+    begin: float = _help("first possible mask update, as a fraction of training", default=0.0)
+    drop_fraction: float = _help("alpha: fraction of active weights dropped per update, before decay", default=0.3)
+    drop_schedule: str = _help("cosine | linear | constant decay of the drop fraction", default="cosine")
+    grad_accumulation: int = _help("rigl: batches whose dense gradients are summed for the grow score", default=1)
+    multiplier: int = _help("RigL_Mx: train M times longer (epochs scaled), schedule anchors scale along", default=1)
+    gmp_begin: float = _help("gmp: pruning starts, fraction of training", default=0.0)
+    gmp_end: float = _help("gmp: pruning ends at the target density, fraction of training", default=0.75)
+    gmp_initial_density: float = _help("gmp: density at gmp_begin (1: start dense)", default=1.0)
+    lth_rounds: int = _help("lth: pruning rounds R (R + 1 trainings, the last at the target density)", default=3)
+    lth_rewind_step: int = _help("lth: rewind survivors to their value after this step (0: initialisation)", default=0)
+    pattern: str = _help("unstructured | n:m", default="unstructured")
+    nm_n: int = _help("n:m pattern: weights kept per group", default=2)
+    nm_m: int = _help("n:m pattern: group size along the input dimension", default=4)
+
+    def __post_init__(self) -> None:
+        _choice("method", self.method, SPARSE_METHODS.names())
+        _choice("distribution", self.distribution, DISTRIBUTIONS.names())
+        _choice("drop_schedule", self.drop_schedule, DROP_SCHEDULES.names())
+        _choice("pattern", self.pattern, MASK_PATTERNS.names())
+        self._check_ranges()
+        self._check_options()
+        SPARSE_METHODS.get(self.method).validate(self)
+
+    def _check_ranges(self) -> None:
+        if not 0 < self.density <= 1:
+            raise ValueError(f"sparsity.density must be in (0, 1], got {self.density}")
+        ints = {"delta_t": self.delta_t, "grad_accumulation": self.grad_accumulation,
+                "multiplier": self.multiplier, "lth_rounds": self.lth_rounds, "nm_m": self.nm_m}
+        for name, v in ints.items():
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"sparsity.{name} must be an integer >= 1, got {v!r}")
+        if isinstance(self.lth_rewind_step, bool) or not isinstance(self.lth_rewind_step, int) or self.lth_rewind_step < 0:
+            raise ValueError(f"sparsity.lth_rewind_step must be an integer >= 0, got {self.lth_rewind_step!r}")
+        if not 0 <= self.begin <= self.t_end <= 1 or self.t_end == 0:
+            raise ValueError(f"sparsity needs 0 <= begin <= t_end <= 1 and t_end > 0, got begin={self.begin} t_end={self.t_end}")
+        if not 0 <= self.gmp_begin < self.gmp_end <= 1:
+            raise ValueError(f"sparsity needs 0 <= gmp_begin < gmp_end <= 1, got {self.gmp_begin}, {self.gmp_end}")
+        if not 0 <= self.drop_fraction <= 1:
+            raise ValueError(f"sparsity.drop_fraction must be in [0, 1], got {self.drop_fraction}")
+        if not 0 < self.gmp_initial_density <= 1:
+            raise ValueError(f"sparsity.gmp_initial_density must be in (0, 1], got {self.gmp_initial_density}")
+        if self.grad_accumulation > self.delta_t:
+            raise ValueError(f"sparsity.grad_accumulation ({self.grad_accumulation}) must not exceed delta_t ({self.delta_t})")
+
+    def _check_options(self) -> None:
+        if (self.custom_densities is not None) != (self.distribution == "custom"):
+            raise ValueError("sparsity.custom_densities is given exactly when distribution=custom")
+        for name, d in (self.custom_densities or {}).items():
+            if not 0 < d <= 1:
+                raise ValueError(f"sparsity.custom_densities[{name!r}] must be in (0, 1], got {d}")
+        if self.layers not in LAYER_FILTERS and not any(s.strip() for s in self.layers.split(",")):
+            raise ValueError(f"sparsity.layers must be one of {', '.join(LAYER_FILTERS.names())} "
+                             f"or a comma list of module names, got {self.layers!r}")
+        method = SPARSE_METHODS.get(self.method)
+        if self.distribution in SCORED_DISTRIBUTIONS and not method.scored:
+            scored = [n for n in SPARSE_METHODS.names() if SPARSE_METHODS.get(n).scored]
+            raise ValueError(f"sparsity.distribution={self.distribution!r} ranks weights by score; "
+                             f"use it with one of: {', '.join(scored)}")
+        if self.pattern == "n:m":
+            self._check_nm(method)
+
+    def _check_nm(self, method: type) -> None:
+        if not 1 <= self.nm_n < self.nm_m:
+            raise ValueError(f"sparsity n:m needs 1 <= nm_n < nm_m, got {self.nm_n}:{self.nm_m}")
+        if not method.supports_nm:
+            ok = [n for n in SPARSE_METHODS.names() if SPARSE_METHODS.get(n).supports_nm]
+            raise ValueError(f"sparsity.pattern=n:m works with methods: {', '.join(ok)}; got {self.method!r}")
+        if abs(self.density - self.nm_n / self.nm_m) > 1e-9:
+            raise ValueError(f"sparsity.pattern=n:m fixes the density to nm_n/nm_m = {self.nm_n / self.nm_m}; "
+                             f"set sparsity.density accordingly (got {self.density})")
+        if self.distribution != "uniform":
+            raise ValueError("sparsity.pattern=n:m needs distribution=uniform (every layer keeps nm_n/nm_m)")

@@ -1,0 +1,267 @@
+"""The mask engine: wraps an optimizer, owns the masks and everything that decides their future.
+
+Used like an optimizer (the training loop stays intact)::
+
+    engine = MaskEngine(model, optimizer, cfg, total_steps=N, generator=torch.Generator().manual_seed(s))
+    engine.begin(loss_closure)           # initial masks; inactive weights zeroed
+    for batch in data:
+        optimizer.zero_grad(set_to_none=True); loss(batch).backward()
+        engine.step()                    # replaces optimizer.step()
+
+One ``step()`` (t = 1-based step index, see ``schedule``):
+1. if the method needs the dense weight gradient at t (RigL update windows, SNFS), it reads it now;
+2. gradients of inactive weights are zeroed (``grad *= mask``), so momentum and Adam moments of inactive
+   weights never move;
+3. the optimizer steps (skipped on RigL update steps);
+4. weights are re-masked (``w *= mask``): decoupled weight decay (AdamW) or momentum cannot revive them;
+5. on a scheduled step the method returns new masks; weights and optimizer state (momentum_buffer,
+   exp_avg, exp_avg_sq, ... every state tensor shaped like the weight) are zeroed at every position whose
+   mask changed: newly inactive weights are 0, newly grown weights start at 0 with zero state. A weight
+   dropped and regrown in the same update never changed, so it keeps its value and state.
+
+Per step the work is two fused multi-tensor multiplies over precomputed float masks and no host sync;
+masks change only on update steps (top-k/sort on flattened tensors). Non-finite values are out of scope
+(0 * inf is NaN): the loop's NumericalFault check stops such runs first.
+
+Randomness comes only from ``generator`` (for tensors on another device a device generator is seeded
+from it per use), so the same seed on every DDP rank gives identical masks. ``state_dict()`` holds the
+masks, step counter, generator state and the method's state (accumulated gradients, momentum, LTH
+snapshot): restoring it together with the model and optimizer resumes bit-identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from sparsecl.sparse.config import SparsityConfig
+from sparsecl.sparse.distributions import DISTRIBUTIONS, SCORED_DISTRIBUTIONS
+from sparsecl.sparse.filters import LayerSpec, select_layers
+from sparsecl.sparse.masks import count_for_density
+from sparsecl.sparse.methods import SPARSE_METHODS, LossClosure
+from sparsecl.sparse.patterns import MASK_PATTERNS
+
+
+@dataclass
+class StepInfo:
+    """What the last ``engine.step()`` did. ``step`` is its 1-based index (0: no step yet)."""
+
+    step: int = 0
+    updated: bool = False  # some mask changed
+    dense_weight_grad: bool = False  # the step needed the dense weight gradient
+    optimizer_skipped: bool = False
+
+
+@dataclass(eq=False)
+class SparseLayer:
+    """A sparse layer's weight, its mask, the mask's active count and a float copy for in-place masking."""
+
+    spec: LayerSpec
+    param: nn.Parameter
+    mask: torch.Tensor
+    count: int
+    fmask: torch.Tensor
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def numel(self) -> int:
+        return self.spec.numel
+
+
+class MaskEngine:
+    """Masks + schedule + method state around one optimizer (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: SparsityConfig,
+                 total_steps: int, generator: torch.Generator | None = None) -> None:
+        if int(total_steps) < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        self.model, self.optimizer, self.cfg = model, optimizer, cfg
+        self.total_steps = int(total_steps)
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.pattern = MASK_PATTERNS.get(cfg.pattern).from_config(cfg)
+        method_cls = SPARSE_METHODS.get(cfg.method)
+        specs = select_layers(model, cfg.layers, cfg.dense_first, cfg.dense_last) if method_cls.uses_masks else []
+        params = dict(model.named_parameters())
+        self.layers = [self._layer(s, params[s.name]) for s in specs]
+        self._index = {layer.name: i for i, layer in enumerate(self.layers)}
+        self._final_counts: list[int] | None = None
+        self.method = method_cls(self)
+        self.step_count = 0
+        self.mask_version = 0  # bumped whenever a mask changes (consumers cache densities on it)
+        self.last_step = StepInfo()
+        self._begun = False
+        self._refresh()
+
+    def _layer(self, spec: LayerSpec, param: nn.Parameter) -> SparseLayer:
+        self.pattern.check(spec)
+        ones = torch.ones_like(param, dtype=torch.bool)
+        return SparseLayer(spec, param, ones, spec.numel, torch.ones_like(param))
+
+    # -- the public surface -----------------------------------------------------------------------------
+    @property
+    def train_multiplier(self) -> int:
+        return self.method.train_multiplier
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Parameter name -> bool mask of every sparse layer (read-only: change masks with ``set_mask``)."""
+        return {layer.name: layer.mask for layer in self.layers}
+
+    def begin(self, loss_closure: LossClosure | None = None) -> None:
+        """Create the initial masks and zero inactive weights. A no-op once begun (or after
+        ``load_state_dict``), so resume code may call it unconditionally."""
+        if self._begun:
+            return
+        if self.layers:
+            self._install(dict(enumerate(self.method.initial_masks(loss_closure))))
+        self.method.observe_weights(0)
+        self._begun = True
+
+    def step(self) -> StepInfo:
+        """Replaces ``optimizer.step()`` (see the module docstring for what one step does)."""
+        t = self.step_count + 1
+        if self.layers:
+            if not self._begun:
+                raise RuntimeError("call engine.begin(loss_closure) before the first engine.step()")
+            info = self._sparse_step(t)
+        else:
+            self.optimizer.step()
+            info = StepInfo(t)
+        self.step_count, self.last_step = t, info
+        return info
+
+    def needs_dense_grad(self) -> bool:
+        """Whether the NEXT step reads the dense weight gradient (a sparse backward could skip it otherwise)."""
+        return bool(self.layers) and self.method.needs_dense_grad(self.step_count + 1)
+
+    def set_mask(self, name: str, mask: torch.Tensor) -> None:
+        """Replace one layer's mask: newly active weights start at 0 with zero optimizer state, newly
+        inactive weights are zeroed (with their state)."""
+        if name not in self._index:
+            raise ValueError(f"{name!r} is not a sparse layer; valid: {', '.join(self._index) or '(none)'}")
+        layer = self.layers[self._index[name]]
+        if tuple(mask.shape) != tuple(layer.param.shape):
+            raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, the weight {tuple(layer.param.shape)}")
+        self._install({self._index[name]: mask.to(device=layer.param.device, dtype=torch.bool, copy=True)})
+
+    def densities(self) -> dict[str, Any]:
+        """Active fraction over the sparse layers ("overall") and per layer (no host sync)."""
+        total = sum(layer.numel for layer in self.layers)
+        overall = sum(layer.count for layer in self.layers) / total if total else 1.0
+        return {"overall": overall, "layers": {layer.name: layer.count / layer.numel for layer in self.layers}}
+
+    def model_density(self) -> float:
+        """Active fraction over ALL parameters (dense ones count fully)."""
+        sparse = {id(layer.param): layer.count for layer in self.layers}
+        params = list(self.model.parameters())
+        total = sum(p.numel() for p in params)
+        active = sum(sparse.get(id(p), p.numel()) for p in params)
+        return active / total if total else 1.0
+
+    # -- helpers for methods -------------------------------------------------------------------------
+    @property
+    def specs(self) -> list[LayerSpec]:
+        return [layer.spec for layer in self.layers]
+
+    def counts_for(self, density_of: Callable[[float], float] | None = None,
+                   scores: list[torch.Tensor] | None = None) -> list[int]:
+        """Active counts per layer when every layer's final density d_l (from the distribution at
+        ``cfg.density``) becomes ``density_of(d_l)`` (None: d_l itself). Under a scored distribution
+        (``global``) ``density_of`` maps the overall density and ``scores`` rank the weights."""
+        cfg = self.cfg
+        if cfg.distribution in SCORED_DISTRIBUTIONS:
+            density = cfg.density if density_of is None else density_of(cfg.density)
+            return DISTRIBUTIONS.get(cfg.distribution)(self.specs, density, scores=scores)
+        if self._final_counts is None:
+            self._final_counts = DISTRIBUTIONS.get(cfg.distribution)(self.specs, cfg.density,
+                                                                     custom=cfg.custom_densities)
+        if density_of is None:
+            return list(self._final_counts)
+        return [count_for_density(s.numel, density_of(c / s.numel)) for s, c in zip(self.specs, self._final_counts)]
+
+    def generator_for(self, device: torch.device) -> torch.Generator:
+        """The engine's generator, or for another device a generator seeded from it (reproducible)."""
+        if torch.device(device) == self.generator.device:
+            return self.generator
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        return torch.Generator(device=device).manual_seed(seed)
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _sparse_step(self, t: int) -> StepInfo:
+        method = self.method
+        update = method.is_update(t)
+        dense = method.needs_dense_grad(t)
+        if dense:
+            method.observe_grads(t)
+        grads = [(layer.param.grad, layer.fmask) for layer in self._masked if layer.param.grad is not None]
+        if grads:
+            torch._foreach_mul_([g for g, _ in grads], [m for _, m in grads])
+        skipped = update and method.skip_step_on_update
+        if not skipped:
+            self.optimizer.step()
+        if self._masked:
+            with torch.no_grad():
+                torch._foreach_mul_([layer.param for layer in self._masked], [layer.fmask for layer in self._masked])
+        changed = self._install(method.update(t)) if update else False
+        method.observe_weights(t)
+        return StepInfo(t, changed, dense, skipped)
+
+    def _install(self, new: dict[int, torch.Tensor]) -> bool:
+        """Put new masks in place; True if any position changed (one host sync, update steps only)."""
+        flags = []
+        for i, mask in new.items():
+            layer = self.layers[i]
+            diff = layer.mask ^ mask
+            with torch.no_grad():
+                layer.param.masked_fill_(diff, 0)
+                for state in self.optimizer.state.get(layer.param, {}).values():
+                    if torch.is_tensor(state) and state.shape == layer.param.shape:
+                        state.masked_fill_(diff, 0)
+            layer.mask, layer.count = mask, int(mask.sum())
+            layer.fmask = mask.to(layer.param.dtype)
+            flags.append(diff.any())
+        changed = bool(torch.stack(flags).any()) if flags else False
+        if changed:
+            self.mask_version += 1
+            self._refresh()
+        return changed
+
+    def _refresh(self) -> None:
+        self._masked = [layer for layer in self.layers if layer.count < layer.numel]
+
+    # -- state -----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.cfg.method,
+            "total_steps": self.total_steps,
+            "step": self.step_count,
+            "begun": self._begun,
+            "mask_version": self.mask_version,
+            "last_step": asdict(self.last_step),
+            "masks": {layer.name: layer.mask.clone() for layer in self.layers},
+            "generator": self.generator.get_state(),
+            "method_state": self.method.state_dict(),
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """Restore masks, counters, generator and method state. Weights and optimizer state are the
+        model's and optimizer's own state dicts; this does not touch them."""
+        if sd["method"] != self.cfg.method or sd["total_steps"] != self.total_steps:
+            raise ValueError(f"engine state of method {sd['method']!r} over {sd['total_steps']} steps cannot load "
+                             f"into {self.cfg.method!r} over {self.total_steps} steps")
+        if set(sd["masks"]) != set(self._index):
+            raise ValueError(f"engine state has layers {sorted(sd['masks'])}, this engine {sorted(self._index)}")
+        for layer in self.layers:
+            mask = sd["masks"][layer.name].to(device=layer.param.device, dtype=torch.bool)
+            layer.mask, layer.count, layer.fmask = mask, int(mask.sum()), mask.to(layer.param.dtype)
+        self._refresh()
+        self.generator.set_state(sd["generator"])
+        self.method.load_state_dict(sd["method_state"])
+        self.step_count, self._begun, self.mask_version = sd["step"], sd["begun"], sd["mask_version"]
+        self.last_step = StepInfo(**sd["last_step"])

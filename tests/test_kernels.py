@@ -1,0 +1,379 @@
+"""Truly sparse CSR execution: exact structures, reference equivalence with the masked dense layer
+(forward, input/weight/bias gradients, SGD-momentum and AdamW trajectories), mask rebuilds with optimizer
+state carried over, model conversion round trips, path choice and backend fallback."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparsecl.kernels import (
+    SparseLinear,
+    choose_path,
+    densify_model,
+    remap_optimizer_state,
+    sparse_masks,
+    sparsify_model,
+)
+from sparsecl.kernels import backends as backends_mod
+from sparsecl.kernels.backends import BACKENDS, resolve_backend
+from sparsecl.kernels.csr import position_map, structure_from_mask
+from sparsecl.kernels.native import NativeBuildError, load_native, native_kernels
+from sparsecl.kernels.paths import PATH_CHOICES
+from sparsecl.models.mlp import MLP
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+HAVE_NATIVE = native_kernels() is not None
+# "torch" always; "native" wherever the C kernels compiled (gcc is part of the dev/CI image). A machine
+# without a compiler still runs every test on "torch" plus the fallback tests below.
+BACKEND_NAMES = ["torch"] + (["native"] if HAVE_NATIVE else [])
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _random_linear(in_f: int, out_f: int, seed: int, dtype=torch.float32) -> nn.Linear:
+    lin = nn.Linear(in_f, out_f, dtype=dtype)
+    g = _gen(seed)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(out_f, in_f, generator=g, dtype=dtype))
+        lin.bias.copy_(torch.randn(out_f, generator=g, dtype=dtype))
+    return lin
+
+
+def _mask(out_f: int, in_f: int, density: float, seed: int) -> torch.Tensor:
+    return torch.rand(out_f, in_f, generator=_gen(seed)) < density
+
+
+# ----------------------------------------------------------------------------------- CSR structure
+def test_structure_of_a_tiny_mask_is_exact():
+    mask = torch.tensor([[1, 0, 1], [0, 0, 0], [0, 1, 1]], dtype=torch.bool)
+    s = structure_from_mask(mask)
+    assert s.crow.tolist() == [0, 2, 2, 4]
+    assert s.col.tolist() == [0, 2, 1, 2]
+    assert s.rows().tolist() == [0, 0, 2, 2]
+    # W^T (= CSC of W): column 0 holds nz 0; column 1 holds nz 2; column 2 holds nz 1 then nz 3
+    assert s.t_crow.tolist() == [0, 1, 2, 4]
+    assert s.t_col.tolist() == [0, 2, 0, 2]
+    assert s.perm.tolist() == [0, 2, 1, 3]
+    assert s.flat_index().tolist() == [0, 2, 7, 8]
+    assert s.col.dtype == torch.int32
+
+
+def test_position_map_marks_dropped_entries():
+    old = structure_from_mask(torch.tensor([[1, 1, 0], [0, 1, 1]], dtype=torch.bool))
+    new = structure_from_mask(torch.tensor([[1, 0, 1], [0, 1, 0]], dtype=torch.bool))
+    # old nz: (0,0) (0,1) (1,1) (1,2); new nz: (0,0) (0,2) (1,1)
+    assert position_map(old, new).tolist() == [0, -1, 2, -1]
+    empty = structure_from_mask(torch.zeros(2, 3, dtype=torch.bool))
+    assert position_map(old, empty).tolist() == [-1, -1, -1, -1]
+
+
+def test_mask_must_be_2d_bool():
+    with pytest.raises(ValueError, match="2-D bool"):
+        structure_from_mask(torch.ones(2, 3))
+
+
+# ----------------------------------------------------------------------------------- exact numbers
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_tiny_layer_exact_forward_and_gradients(backend):
+    lin = nn.Linear(3, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+        lin.bias.copy_(torch.tensor([0.5, -1.0]))
+    mask = torch.tensor([[1, 0, 1], [0, 1, 0]], dtype=torch.bool)
+    layer = SparseLinear.from_dense(lin, mask, backend=backend)
+    assert layer.values.tolist() == [1.0, 3.0, 5.0]
+    x = torch.tensor([[1.0, 1.0, 1.0], [2.0, 0.0, -1.0]], requires_grad=True)
+    y = layer(x)
+    # y = x W^T + b with W = [[1, 0, 3], [0, 5, 0]]
+    assert y.tolist() == [[4.5, 4.0], [-0.5, -1.0]]
+    y.backward(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    # gx = gy W; gW at (0,0), (0,2), (1,1) = sum_b gy[b, i] x[b, j]; gb = sum_b gy
+    assert x.grad.tolist() == [[1.0, 0.0, 3.0], [0.0, 5.0, 0.0]]
+    assert layer.values.grad.tolist() == [1.0, 1.0, 0.0]
+    assert layer.bias.grad.tolist() == [1.0, 1.0]
+
+
+# ----------------------------------------------------------------------------------- reference equivalence
+CASES = [  # (out, in, density, batch)
+    (7, 5, 0.5, 3),
+    (30, 20, 1.0, 37),  # dense mask; batch with a remainder of 16-lane blocks
+    (64, 100, 0.1, 130),
+    (33, 17, 0.3, 1),
+    (40, 24, 0.05, 64),
+]
+
+
+def _reference(lin: nn.Linear, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (lin.weight.detach() * mask).requires_grad_(), lin.bias.detach().clone().requires_grad_()
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+@pytest.mark.parametrize("out_f,in_f,density,batch", CASES)
+def test_forward_and_gradients_match_masked_dense(backend, out_f, in_f, density, batch):
+    lin = _random_linear(in_f, out_f, seed=out_f)
+    mask = _mask(out_f, in_f, density, seed=in_f)
+    mask[out_f // 2] = False  # a row with no nonzeros
+    layer = SparseLinear.from_dense(lin, mask, backend=backend)
+    w_ref, b_ref = _reference(lin, mask)
+    x = torch.randn(batch, in_f, generator=_gen(1)).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    gy = torch.randn(batch, out_f, generator=_gen(2))
+
+    y, y_ref = layer(x), F.linear(x_ref, w_ref, b_ref)
+    y.backward(gy)
+    y_ref.backward(gy)
+    tol = dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, y_ref, **tol)
+    torch.testing.assert_close(x.grad, x_ref.grad, **tol)
+    assert layer.values.grad.shape == (layer.nnz,)  # never a dense weight gradient
+    torch.testing.assert_close(layer.values.grad, w_ref.grad[mask], **tol)
+    torch.testing.assert_close(layer.bias.grad, b_ref.grad, **tol)
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_leading_dims_no_bias_and_no_input_grad(backend):
+    lin = nn.Linear(12, 9, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(9, 12, generator=_gen(0)))
+    mask = _mask(9, 12, 0.4, seed=1)
+    layer = SparseLinear.from_dense(lin, mask, backend=backend)
+    assert layer.bias is None
+    x = torch.randn(2, 5, 12, generator=_gen(2))  # no requires_grad: the input gradient is skipped
+    y = layer(x)
+    y.square().sum().backward()
+    w_ref = (lin.weight.detach() * mask).requires_grad_()
+    y_ref = x @ w_ref.t()
+    y_ref.square().sum().backward()
+    assert y.shape == (2, 5, 9)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.values.grad, w_ref.grad[mask], rtol=1e-5, atol=1e-5)
+
+
+def test_empty_layer_outputs_bias_and_zero_gradients():
+    lin = _random_linear(4, 3, seed=0)
+    layer = SparseLinear.from_dense(lin, torch.zeros(3, 4, dtype=torch.bool))
+    x = torch.randn(5, 4, generator=_gen(1), requires_grad=True)
+    y = layer(x)
+    assert torch.equal(y, lin.bias.detach().expand(5, 3))
+    y.sum().backward()
+    assert layer.values.grad.shape == (0,)
+    assert torch.equal(x.grad, torch.zeros(5, 4))
+
+
+def test_float64_runs_on_torch_backend_and_matches():
+    lin = _random_linear(10, 6, seed=3, dtype=torch.float64)
+    mask = _mask(6, 10, 0.5, seed=4)
+    layer = SparseLinear.from_dense(lin, mask)
+    assert resolve_backend("auto", layer.structure, layer.values) is BACKENDS.get("torch")
+    x = torch.randn(4, 10, generator=_gen(5), dtype=torch.float64)
+    torch.testing.assert_close(layer(x), F.linear(x, lin.weight * mask, lin.bias), rtol=1e-12, atol=1e-12)
+
+
+def test_chained_sparse_layers_match_dense_chain():
+    """The transpose-view output of one SparseLinear feeds the next one (the layout they share)."""
+    torch.manual_seed(0)  # nn.Linear init inside MLP uses the global RNG; the test pins it
+    model = MLP(20, (16, 12), 3)
+    masks = {"hidden.0.weight": _mask(16, 20, 0.3, 1), "hidden.1.weight": _mask(12, 16, 0.3, 2)}
+    ref = MLP(20, (16, 12), 3)
+    ref.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for name, m in masks.items():
+            ref.get_parameter(name).mul_(m)
+    sparsify_model(model, masks, path="csr")
+    x = torch.randn(8, 20, generator=_gen(3))
+    F.cross_entropy(model(x), torch.arange(8) % 3).backward()
+    F.cross_entropy(ref(x), torch.arange(8) % 3).backward()
+    for i in range(2):
+        sl, rl = model.hidden[i], ref.hidden[i]
+        torch.testing.assert_close(sl.values.grad, rl.weight.grad[sl.mask()], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.classifier.weight.grad, ref.classifier.weight.grad, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------- optimizer trajectories
+def _make_opt(name: str, params) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    return torch.optim.AdamW(params, lr=0.05, weight_decay=0.1)
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+@pytest.mark.parametrize("opt_name", ["sgd", "adamw"])
+def test_optimizer_steps_match_masked_dense_reference(backend, opt_name):
+    lin = _random_linear(24, 18, seed=7)
+    mask = _mask(18, 24, 0.25, seed=8)
+    layer = SparseLinear.from_dense(lin, mask, backend=backend)
+    ref = _random_linear(24, 18, seed=7)
+    with torch.no_grad():
+        ref.weight.mul_(mask)
+    opt, opt_ref = _make_opt(opt_name, layer.parameters()), _make_opt(opt_name, ref.parameters())
+    g = _gen(9)
+    for _ in range(5):
+        x, t = torch.randn(16, 24, generator=g), torch.randn(16, 18, generator=g)
+        for model, o in ((layer, opt), (ref, opt_ref)):
+            o.zero_grad()
+            F.mse_loss(model(x), t).backward()
+        ref.weight.grad.mul_(mask)  # the masked-dense discipline: mask the gradient, step, re-mask
+        opt.step()
+        opt_ref.step()
+        with torch.no_grad():
+            ref.weight.mul_(mask)
+    torch.testing.assert_close(layer.to_dense(), ref.weight.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer.bias.detach(), ref.bias.detach(), rtol=1e-5, atol=1e-6)
+    assert all(t.numel() in (layer.nnz, 1, 18) for st in opt.state.values() for t in st.values())
+
+
+# ----------------------------------------------------------------------------------- set_mask and state
+def test_set_mask_keeps_survivors_zeroes_new_and_remaps_state():
+    lin = nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+    old_mask = torch.tensor([[1, 1, 0], [0, 1, 1]], dtype=torch.bool)  # values 1, 2, 5, 6
+    layer = SparseLinear.from_dense(lin, old_mask)
+    param = layer.values
+    sgd = torch.optim.SGD([param], lr=0.1, momentum=0.9)
+    adam = torch.optim.AdamW([param], lr=0.1)
+    layer(torch.ones(1, 3)).sum().backward()
+    sgd.state[param]["momentum_buffer"] = torch.tensor([10.0, 20.0, 30.0, 40.0])
+    adam.step()
+    adam.state[param]["exp_avg"] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    adam_values = param.detach().clone()
+
+    new_mask = torch.tensor([[1, 0, 1], [1, 1, 0]], dtype=torch.bool)  # keep (0,0), (1,1); grow (0,2), (1,0)
+    old_to_new = layer.set_mask(new_mask)
+    assert old_to_new.tolist() == [0, -1, 3, -1]
+    assert layer.values is param and param.grad is None
+    assert param.tolist() == [adam_values[0].item(), 0.0, 0.0, adam_values[2].item()]
+    assert torch.equal(layer.mask(), new_mask)
+    for opt in (sgd, adam):
+        remap_optimizer_state(opt, param, old_to_new, layer.nnz)
+    assert sgd.state[param]["momentum_buffer"].tolist() == [10.0, 0.0, 0.0, 30.0]
+    assert adam.state[param]["exp_avg"].tolist() == [1.0, 0.0, 0.0, 3.0]
+    assert adam.state[param]["step"].item() == 1.0  # scalar state untouched
+    layer(torch.ones(1, 3)).sum().backward()  # the rebuilt layer trains
+    adam.step()
+    assert param.grad.shape == (4,)
+
+
+def test_state_dict_round_trip_across_different_structures():
+    a = SparseLinear.from_dense(_random_linear(8, 6, seed=0), _mask(6, 8, 0.5, seed=1))
+    b = SparseLinear.from_dense(_random_linear(8, 6, seed=2), _mask(6, 8, 0.2, seed=3))
+    assert a.nnz != b.nnz
+    b.load_state_dict(a.state_dict())
+    assert b.nnz == a.nnz and torch.equal(b.to_dense(), a.to_dense()) and torch.equal(b.mask(), a.mask())
+    x = torch.randn(3, 8, generator=_gen(4))
+    assert torch.equal(b(x), a(x))
+    assert set(a.state_dict()) == {"values", "bias", "crow_indices", "col_indices"}
+
+
+# ----------------------------------------------------------------------------------- model conversion
+def test_sparsify_densify_round_trip_is_exact():
+    torch.manual_seed(0)  # nn.Linear's default init uses the global RNG; pinned for this test
+    model = MLP(30, (20, 20), 4)
+    masks = {"hidden.0.weight": _mask(20, 30, 0.3, 1), "hidden.1.weight": _mask(20, 20, 0.3, 2)}
+    with torch.no_grad():
+        model.hidden[0].weight[masks["hidden.0.weight"].nonzero()[0].tolist()] = 0.0  # an active zero
+        for name, m in masks.items():
+            model.get_parameter(name).mul_(m)
+    dense_state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(5, 30, generator=_gen(3))
+    y_dense = model(x)
+
+    chosen = sparsify_model(model, masks, path="csr")
+    assert chosen == {"hidden.0": "csr", "hidden.1": "csr"}
+    assert isinstance(model.hidden[0], SparseLinear) and isinstance(model.classifier, nn.Linear)
+    torch.testing.assert_close(model(x), y_dense, rtol=1e-5, atol=1e-6)
+    kept = sparse_masks(model)
+    assert kept.keys() == masks.keys() and all(torch.equal(kept[k], masks[k]) for k in masks)
+
+    weights = densify_model(model)
+    assert sorted(weights) == ["hidden.0.weight", "hidden.1.weight"]
+    assert not any(isinstance(m, SparseLinear) for m in model.modules())
+    state = model.state_dict()
+    assert state.keys() == dense_state.keys()
+    assert all(torch.equal(state[k], dense_state[k]) for k in state)
+    assert weights["hidden.0.weight"] is model.hidden[0].weight
+
+
+def test_sparsify_masked_path_leaves_layers_alone():
+    torch.manual_seed(0)
+    model = MLP(10, (8,), 2)
+    masks = {"hidden.0.weight": _mask(8, 10, 0.5, 0), "classifier.bias": torch.ones(2, dtype=torch.bool)}
+    assert sparsify_model(model, masks, path="masked") == {"hidden.0": "masked"}
+    assert type(model.hidden[0]) is nn.Linear
+
+
+# ----------------------------------------------------------------------------------- path choice
+def test_choose_path_honours_override_and_validates():
+    assert choose_path(4, 4, 1, 1.0, 1, path="csr") == "csr"
+    assert choose_path(4096, 4096, 128, 0.01, 2, path="masked") == "masked"
+    with pytest.raises(ValueError, match="valid: auto, csr, masked"):
+        choose_path(10, 10, 8, 0.5, path="cuda")
+    with pytest.raises(ValueError, match="density"):
+        choose_path(10, 10, 8, 1.5)
+    assert PATH_CHOICES == ("auto", "csr", "masked")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_choose_path_auto_is_monotone_in_density(threads):
+    densities = [1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01]
+    for batch in (8, 32, 128, 512):
+        paths = [choose_path(1000, 1000, batch, d, threads) for d in densities]
+        first_csr = paths.index("csr") if "csr" in paths else len(paths)
+        assert paths == ["masked"] * first_csr + ["csr"] * (len(paths) - first_csr), (batch, paths)
+        assert paths[0] == "masked"
+
+
+# ----------------------------------------------------------------------------------- backends
+def test_native_build_failure_is_reported(tmp_path):
+    with pytest.raises(NativeBuildError):
+        load_native(tmp_path, compiler=str(tmp_path / "no-such-cc"))
+
+
+def test_auto_backend_falls_back_to_torch_without_native(monkeypatch):
+    monkeypatch.setattr(backends_mod, "native_kernels", lambda: None)
+    lin = _random_linear(6, 5, seed=0)
+    mask = _mask(5, 6, 0.5, seed=1)
+    layer = SparseLinear.from_dense(lin, mask)
+    assert resolve_backend("auto", layer.structure, layer.values) is BACKENDS.get("torch")
+    x = torch.randn(3, 6, generator=_gen(2))
+    torch.testing.assert_close(layer(x), F.linear(x, lin.weight * mask, lin.bias), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="does not apply"):
+        resolve_backend("native", layer.structure, layer.values)
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(ValueError, match="valid: auto, native, torch"):
+        SparseLinear(3, 2, torch.ones(2, 3, dtype=torch.bool), backend="mkl")
+
+
+@pytest.mark.skipif(not HAVE_NATIVE, reason="native kernels did not compile here")
+def test_native_wrappers_reject_wrong_dtypes():
+    k = native_kernels()
+    s = structure_from_mask(torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="float32"):
+        k.spmm_t(s.crow, s.col, torch.ones(4, dtype=torch.float64), torch.ones(2, 3), None)
+    with pytest.raises(ValueError, match="int32"):
+        k.sddmm_t(s.crow.long(), s.col, torch.ones(2, 3), torch.ones(2, 3))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_masked_dense():
+    lin = _random_linear(64, 48, seed=0).cuda()
+    mask = _mask(48, 64, 0.1, seed=1).cuda()
+    layer = SparseLinear.from_dense(lin, mask)
+    w_ref, b_ref = _reference(lin, mask)
+    x = torch.randn(32, 64, generator=_gen(2)).cuda().requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    layer(x).square().sum().backward()
+    F.linear(x_ref, w_ref, b_ref).square().sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(layer.values.grad, w_ref.grad[mask], rtol=1e-4, atol=1e-4)
