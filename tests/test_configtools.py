@@ -85,3 +85,12 @@ def test_round_trip_through_dict_is_identity():
     assert make_config(Root, to_dict(cfg)) == cfg
     keys = [k for k, _, _ in describe(Root)]
     assert "inner.density" in keys and "other.buffer_size" in keys and "lr" in keys
+
+
+def test_preferred_section_wins_ambiguous_bare_key():
+    @dataclass
+    class Pref(Root):
+        BARE_KEY_SECTIONS = ("other",)
+
+    cfg = make_config(Pref, None, ["method=er", "inner.method=rigl"])
+    assert cfg.other.method == "er" and cfg.inner.method == "rigl"

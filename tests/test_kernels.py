@@ -4,8 +4,6 @@ state carried over, model conversion round trips, path choice and backend fallba
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,7 +24,7 @@ from sparsecl.kernels.native import NativeBuildError, load_native, native_kernel
 from sparsecl.kernels.paths import PATH_CHOICES
 from sparsecl.models.mlp import MLP
 
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
 
 HAVE_NATIVE = native_kernels() is not None
 # "torch" always; "native" wherever the C kernels compiled (gcc is part of the dev/CI image). A machine
@@ -278,8 +276,9 @@ def test_sparsify_densify_round_trip_is_exact():
     torch.manual_seed(0)  # nn.Linear's default init uses the global RNG; pinned for this test
     model = MLP(30, (20, 20), 4)
     masks = {"hidden.0.weight": _mask(20, 30, 0.3, 1), "hidden.1.weight": _mask(20, 20, 0.3, 2)}
+    i, j = masks["hidden.0.weight"].nonzero()[0].tolist()
     with torch.no_grad():
-        model.hidden[0].weight[masks["hidden.0.weight"].nonzero()[0].tolist()] = 0.0  # an active zero
+        model.hidden[0].weight[i, j] = 0.0  # an active weight that is exactly zero
         for name, m in masks.items():
             model.get_parameter(name).mul_(m)
     dense_state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -7,6 +7,7 @@ unique section that has them (``buffer_size`` -> ``continual.buffer_size``).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from sparsecl.configtools import choices
@@ -40,6 +41,8 @@ class CheckpointConfig:
 @dataclass
 class TrainConfig:
     """Everything that determines a run. Defaults: dense MLP on single-task Fashion-MNIST."""
+
+    BARE_KEY_SECTIONS = ("continual",)  # `method=derpp` means continual.method (sparsity.method is dotted)
 
     # data
     dataset: str = _help("dataset name (sparsecl datasets lists them)", default="fashion-mnist")
@@ -110,3 +113,19 @@ class TrainConfig:
             raise ValueError(f"lr_step_epochs must lie inside (0, epochs={self.epochs}), got {list(self.lr_step_epochs)}")
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        self._resolve_sparsity()
+
+    def _resolve_sparsity(self) -> None:
+        """Under SparCL's TDM the mask engine holds a magnitude-pruned mask of SparCL's layers that only TDM
+        changes; otherwise a density below 1 needs an explicit sparse-training method."""
+        sp = self.sparsity
+        if self.sparcl.tdm:
+            if sp.method not in ("auto", "magnitude"):
+                raise ValueError(f"sparcl.tdm drives the masks itself and cannot run with sparsity.method={sp.method}; "
+                                 "leave sparsity.method unset (or magnitude)")
+            if sp.density >= 1:
+                raise ValueError("sparcl.tdm needs a target sparsity: set sparsity.density below 1 (e.g. 0.1 for 90 % sparsity)")
+            self.sparsity = dataclasses.replace(sp, method="magnitude", layers=self.sparcl.layers)
+        elif sp.method == "auto":
+            raise ValueError(f"sparsity.density={sp.density} needs a sparse-training method: set sparsity.method "
+                             "(static, magnitude, snip, set, snfs, rigl, gmp, lth) or sparcl.tdm=true")

@@ -2,7 +2,8 @@
 
 The CLI namespace stops here: library code only ever sees the dataclasses. Rules:
 * a key is a dotted path (``sparsity.density``) or, when unambiguous, a bare field name of any section
-  (``buffer_size`` resolves to ``continual.buffer_size``);
+  (``buffer_size`` resolves to ``continual.buffer_size``); a root class may name sections that win
+  ambiguous bare keys (``BARE_KEY_SECTIONS``: ``method`` is ``continual.method``, not ``sparsity.method``);
 * values from the command line are strings, coerced to the field's annotated type;
 * an unknown key or a bad value is ONE line (``ConfigError``) listing what would have been valid.
 """
@@ -59,8 +60,9 @@ def resolve_key(cls: type, key: str) -> str:
     if key in keys:
         return key
     matches = [k for k in keys if k.rsplit(".", 1)[-1] == key]
-    if len(matches) == 1:
-        return matches[0]
+    preferred = [k for k in matches if k.split(".", 1)[0] in getattr(cls, "BARE_KEY_SECTIONS", ())]
+    if len(matches) == 1 or len(preferred) == 1:
+        return (preferred or matches)[0]
     if len(matches) > 1:
         raise ConfigError(f"key {key!r} is ambiguous; use one of: {', '.join(matches)}")
     close = difflib.get_close_matches(key, list(keys) + [k.rsplit(".", 1)[-1] for k in keys], n=3)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from sparsecl.kernels.linear import SparseLinear
-from sparsecl.kernels.paths import choose_path
+from sparsecl.kernels.paths import PATHS, choose_path
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -52,10 +52,11 @@ def sparsify_model(
         if leaf != "weight" or not isinstance(layer, nn.Linear):
             continue
         density = float(mask.sum()) / mask.numel()
-        choice = choose_path(layer.out_features, layer.in_features, batch, density, threads, path=path)
+        choice = choose_path(layer.out_features, layer.in_features, batch, density, threads, path, backend)
         chosen[module_name] = choice
-        if choice == "csr":
-            _replace(model, module_name, SparseLinear.from_dense(layer, mask.bool(), backend))
+        new = PATHS.get(choice)(layer, mask.bool(), backend)
+        if new is not layer:
+            _replace(model, module_name, new)
     return chosen
 
 

@@ -5,7 +5,6 @@ Hook order within a step is TDM, then DGM: TDM reads the dense gradient before D
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +13,6 @@ import torch
 from sparsecl.sparcl.ddr import DynamicDataRemoval
 from sparsecl.sparcl.dgm import DynamicGradientMasking
 from sparsecl.sparcl.tdm import TaskAwareDynamicMasking
-from sparsecl.sparse.config import SparsityConfig
 from sparsecl.sparse.filters import select_layers
 from sparsecl.train.hooks import Component
 
@@ -23,19 +21,6 @@ from sparsecl.train.hooks import Component
 class SparclParts:
     components: list[Component] = field(default_factory=list)
     grad_density: Any = None  # the DGM component (it reports gradient densities to the FLOPs meter)
-
-
-def effective_sparsity(cfg) -> SparsityConfig:  # noqa: ANN001 - TrainConfig
-    """The mask engine's config: under TDM the engine holds a magnitude-pruned mask of SparCL's layers
-    that only TDM changes (``sparsity.method`` must be left at dense or set to magnitude)."""
-    if not cfg.sparcl.tdm:
-        return cfg.sparsity
-    if cfg.sparsity.method not in ("dense", "magnitude"):
-        raise ValueError(f"sparcl.tdm drives the masks itself and cannot run with sparsity.method={cfg.sparsity.method}; "
-                         "leave sparsity.method unset (or magnitude)")
-    if cfg.sparsity.density >= 1:
-        raise ValueError("sparcl.tdm needs a target sparsity: set sparsity.density below 1 (e.g. 0.1 for 90 % sparsity)")
-    return dataclasses.replace(cfg.sparsity, method="magnitude", layers=cfg.sparcl.layers)
 
 
 def build_sparcl(cfg, model: torch.nn.Module, engine, method, stream, generator: torch.Generator,  # noqa: ANN001

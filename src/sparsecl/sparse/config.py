@@ -29,7 +29,7 @@ def _choice(name: str, value: str, valid: list[str]) -> None:
 class SparsityConfig:
     """Sparse training: RigL and its family (spec/SPARSE_TRAINING.md)."""
 
-    method: str = _help("dense | static | magnitude | snip | set | snfs | rigl | gmp | lth | small_dense", default="dense")
+    method: str = _help("auto (dense at density 1) | dense | static | magnitude | snip | set | snfs | rigl | gmp | lth | small_dense", default="auto")
     density: float = _help("target fraction of active weights over the sparse layers, in (0, 1]", default=1.0)
     distribution: str = _help("uniform | er | erk | custom | global (snip/gmp/lth only)", default="uniform")
     custom_densities: dict[str, float] | None = _help("layer name -> density (distribution=custom)", default=None)
@@ -53,13 +53,16 @@ class SparsityConfig:
     nm_m: int = _help("n:m pattern: group size along the input dimension", default=4)
 
     def __post_init__(self) -> None:
-        _choice("method", self.method, SPARSE_METHODS.names())
+        _choice("method", self.method, ["auto", *SPARSE_METHODS.names()])
+        if self.method == "auto" and self.density == 1.0:
+            self.method = "dense"  # "auto" below density 1 is resolved by the run's config (SparCL's TDM)
         _choice("distribution", self.distribution, DISTRIBUTIONS.names())
         _choice("drop_schedule", self.drop_schedule, DROP_SCHEDULES.names())
         _choice("pattern", self.pattern, MASK_PATTERNS.names())
         self._check_ranges()
         self._check_options()
-        SPARSE_METHODS.get(self.method).validate(self)
+        if self.method != "auto":
+            SPARSE_METHODS.get(self.method).validate(self)
 
     def _check_ranges(self) -> None:
         if not 0 < self.density <= 1:
@@ -91,6 +94,8 @@ class SparsityConfig:
         if self.layers not in LAYER_FILTERS and not any(s.strip() for s in self.layers.split(",")):
             raise ValueError(f"sparsity.layers must be one of {', '.join(LAYER_FILTERS.names())} "
                              f"or a comma list of module names, got {self.layers!r}")
+        if self.method == "auto":
+            return  # checked again once the run's config resolves the method
         method = SPARSE_METHODS.get(self.method)
         if self.distribution in SCORED_DISTRIBUTIONS and not method.scored:
             scored = [n for n in SPARSE_METHODS.names() if SPARSE_METHODS.get(n).scored]

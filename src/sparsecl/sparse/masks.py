@@ -4,11 +4,11 @@ Conventions shared by every function here:
 
 * A mask is a ``torch.bool`` tensor of the weight's shape; True = active (kept) weight.
 * Counts are exact (``floor(s * N)`` zeros for sparsity ``s``), never Bernoulli per element.
-* Ties in a score are broken uniformly at random and reproducibly: the scores are visited in the order
-  of a random permutation drawn from ``generator`` and sorted with a STABLE sort, so equal scores come
-  out in random order while every strict ordering is kept exactly. (RigL and jaxpruner add tiny random
-  noise to the score instead; noise can reorder genuinely different scores smaller than the noise, the
-  permutation cannot.) ``generator`` must live on the scores' device.
+* Ties in a score are broken uniformly at random and reproducibly: selection (``torch.topk``) runs on
+  the scores visited in the order of a random permutation drawn from ``generator``, so equal scores are
+  picked at random positions while every strict ordering is kept exactly. (RigL and jaxpruner add tiny
+  random noise to the score instead; noise can reorder genuinely different scores closer than the
+  noise, the permutation cannot.) ``generator`` must live on the scores' device.
 * N:M groups run along the input dimension: ``[out, in]`` for Linear and ``[out, kh, kw, in]`` (the
   channels-last GEMM layout of sparse tensor cores) for a conv weight ``[out, in, kh, kw]``.
 """
@@ -32,19 +32,27 @@ def count_for_density(numel: int, density: float) -> int:
     return numel - exact_floor((1.0 - density) * numel)
 
 
-def _ranked(flat: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Indices of ``flat`` from the largest score to the smallest, ties in random order."""
+def _extreme(flat: torch.Tensor, k: int, generator: torch.Generator, largest: bool = True) -> torch.Tensor:
+    """Indices of the ``k`` largest (or smallest) entries of 1-D ``flat``, ties broken at random.
+
+    ``topk`` runs on a randomly permuted copy: whatever rule it applies among equal values acts on random
+    positions. O(N) (partial selection), no full sort.
+    """
     perm = torch.randperm(flat.numel(), generator=generator, device=flat.device)
-    order = torch.sort(flat[perm], descending=True, stable=True).indices
-    return perm[order]
+    return perm[torch.topk(flat[perm], k, largest=largest, sorted=False).indices]
 
 
 def topk_mask(score: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """Mask of the ``k`` largest entries of ``score`` (clamped to [0, numel]); ties broken at random."""
     flat = score.reshape(-1)
-    k = max(0, min(int(k), flat.numel()))
-    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    mask[_ranked(flat, generator)[:k]] = True
+    n = flat.numel()
+    k = max(0, min(int(k), n))
+    if k <= n // 2:
+        mask = torch.zeros(n, dtype=torch.bool, device=flat.device)
+        mask[_extreme(flat, k, generator)] = True
+    else:  # cheaper to select the n - k smallest and keep the rest
+        mask = torch.ones(n, dtype=torch.bool, device=flat.device)
+        mask[_extreme(flat, n - k, generator, largest=False)] = False
     return mask.view(score.shape)
 
 
@@ -60,11 +68,13 @@ def random_mask(shape: torch.Size | tuple[int, ...], count: int, generator: torc
 def drop_smallest(mask: torch.Tensor, score: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
     """Deactivate the ``n`` active entries with the smallest ``score`` (RigL/SET drop, score = |w|).
 
-    Equivalently keep the ``active - n`` largest scores among the active entries; inactive entries score
-    -inf so they are never kept.
+    Only the active entries are ranked (O(active), cheap at high sparsity).
     """
-    active = int(mask.sum())
-    return topk_mask(score.masked_fill(~mask, -math.inf), active - n, generator)
+    active = mask.reshape(-1).nonzero().squeeze(1)
+    out = mask.clone()
+    n = max(0, min(int(n), active.numel()))
+    out.view(-1)[active[_extreme(score.reshape(-1)[active], n, generator, largest=False)]] = False
+    return out
 
 
 def grow_largest(mask: torch.Tensor, score: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:

@@ -17,7 +17,7 @@ from sparsecl.data.registry import load_dataset
 from sparsecl.data.stream import Stream, make_stream
 from sparsecl.data.transforms import Augment, BatchTransform
 from sparsecl.models import create_model
-from sparsecl.sparcl.components import build_sparcl, effective_sparsity
+from sparsecl.sparcl.components import build_sparcl
 from sparsecl.sparse.engine import MaskEngine
 from sparsecl.sparse.methods import SPARSE_METHODS
 from sparsecl.train.hooks import Component
@@ -89,7 +89,7 @@ def build_run(cfg: TrainConfig) -> Run:
     method = create_method(cfg.continual.method, model, cfg.continual, ctx)
     _check_buffer_fits(cfg, stream)
 
-    sparsity = effective_sparsity(cfg)
+    sparsity = cfg.sparsity
     # RigL_Mx trains M times longer; LTH repeats the nominal training once per round
     epochs = cfg.epochs * sparsity.multiplier * SPARSE_METHODS.get(sparsity.method).rounds(sparsity)
     plan = []
