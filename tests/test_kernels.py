@@ -336,6 +336,20 @@ def test_native_build_failure_is_reported(tmp_path):
         load_native(tmp_path, compiler=str(tmp_path / "no-such-cc"))
 
 
+@pytest.mark.skipif(not HAVE_NATIVE, reason="native kernels did not compile here")
+def test_native_build_is_cached(tmp_path):
+    first = load_native(tmp_path)
+    (lib,) = tmp_path.glob("spk-*.so")
+    stamp = lib.stat().st_mtime_ns
+    second = load_native(tmp_path)
+    assert lib.stat().st_mtime_ns == stamp and [p.name for p in tmp_path.iterdir()] == [lib.name]
+    s = structure_from_mask(torch.tensor([[1, 0], [1, 1]], dtype=torch.bool))
+    x_t = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # [in, B]
+    for k in (first, second):  # W = [[2, 0], [3, 5]]: y_t = W x_t + [1, 0]
+        assert k.spmm_t(s.crow, s.col, torch.tensor([2.0, 3.0, 5.0]), x_t, torch.tensor([1.0, 0.0])).tolist() == [
+            [3.0, 5.0], [18.0, 26.0]]
+
+
 def test_auto_backend_falls_back_to_torch_without_native(monkeypatch):
     monkeypatch.setattr(backends_mod, "native_kernels", lambda: None)
     lin = _random_linear(6, 5, seed=0)

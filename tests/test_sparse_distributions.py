@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from sparsecl.registry import UnknownNameError
-from sparsecl.sparse.distributions import DISTRIBUTIONS, budget, erdos_renyi, erdos_renyi_kernel, global_magnitude, uniform
+from sparsecl.sparse.distributions import (DISTRIBUTIONS, budget, erdos_renyi, erdos_renyi_kernel, global_magnitude,
+                                          uniform)
 from sparsecl.sparse.filters import LayerSpec
 from sparsecl.sparse.masks import count_for_density
 

@@ -368,17 +368,18 @@ def test_uniform_dense_first_through_the_engine():
 
 # -- config ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kw, message", [
-    ({"method": "prune"}, "sparsity.method='prune' is not valid; choose one of: dense, gmp, lth, rigl, set, "
-                          "small_dense, snfs, snip, static"),
+    ({"method": "prune"}, "sparsity.method='prune' is not valid; choose one of: auto, dense, gmp, lth, magnitude, "
+                          "rigl, set, small_dense, snfs, snip, static"),
     ({"method": "rigl", "distribution": "erk2"}, "choose one of: custom, er, erk, global, uniform"),
     ({"method": "rigl", "density": 0.0}, r"density must be in \(0, 1\]"),
     ({"method": "rigl", "density": 1.5}, r"density must be in \(0, 1\]"),
     ({"method": "dense", "density": 0.5}, "use small_dense"),
     ({"method": "rigl", "density": 0.5, "distribution": "custom"}, "custom_densities is given exactly when"),
     ({"method": "rigl", "density": 0.5, "custom_densities": {"fc1": 0.5}}, "custom_densities is given exactly when"),
-    ({"method": "rigl", "density": 0.5, "distribution": "global"}, "use it with one of: gmp, lth, snip"),
+    ({"method": "rigl", "density": 0.5, "distribution": "global"}, "use it with one of: gmp, lth, magnitude, snip"),
     ({"method": "rigl", "density": 0.3, "pattern": "n:m"}, "fixes the density to nm_n/nm_m = 0.5"),
-    ({"method": "gmp", "density": 0.5, "pattern": "n:m"}, "n:m works with methods: rigl, set, snfs, snip, static"),
+    ({"method": "gmp", "density": 0.5, "pattern": "n:m"},
+     "n:m works with methods: magnitude, rigl, set, snfs, snip, static"),
     ({"method": "gmp", "density": 0.5, "gmp_initial_density": 0.4}, "gradual pruning only removes"),
     ({"method": "rigl", "density": 0.5, "grad_accumulation": 200}, "must not exceed delta_t"),
     ({"method": "rigl", "density": 0.5, "begin": 0.8}, "begin <= t_end"),

@@ -59,6 +59,16 @@ def test_topk_mask_breaks_ties_at_random_but_reproducibly():
     assert picks == {0, 1, 2, 3, 4, 5}  # every tied position gets picked by some seed: no positional bias
 
 
+def test_topk_mask_ties_when_keeping_most_entries():
+    score = torch.tensor([5.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0])  # keep 6: drop 0.0 and one random 1.0
+    dropped = set()
+    for s in range(40):
+        m = masks.topk_mask(score, 6, gen(s))
+        assert m[0] and not m[7] and int(m.sum()) == 6
+        dropped.update((~m[1:7]).nonzero().flatten().tolist())
+    assert dropped == {0, 1, 2, 3, 4, 5}
+
+
 # jaxpruner-style exact masks: 8 weights, 4 active (positions 0, 1, 3, 5)
 W = torch.tensor([0.9, -0.1, 0.0, 0.5, 0.0, -0.7, 0.0, 0.0])
 G = torch.tensor([0.0, 0.2, 0.8, 0.1, 0.3, 0.0, 0.6, 0.05])

@@ -60,8 +60,7 @@ def loss_on(model: nn.Module, kind: str, step: int) -> torch.Tensor:
 
 
 def engine_for(model: nn.Module, opt: torch.optim.Optimizer, total: int, **kw) -> MaskEngine:
-    engine = MaskEngine(model, opt, SparsityConfig(**kw), total_steps=total, generator=torch.Generator().manual_seed(0))
-    return engine
+    return MaskEngine(model, opt, SparsityConfig(**kw), total_steps=total, generator=torch.Generator().manual_seed(0))
 
 
 def step(engine: MaskEngine, model: nn.Module, opt: torch.optim.Optimizer, kind: str = "linear") -> StepInfo:
@@ -107,7 +106,7 @@ def test_every_method_honours_the_engine_contract(method, kind):
 
 
 def test_unknown_method_lists_valid_names():
-    with pytest.raises(UnknownNameError, match="valid: dense, gmp, lth, rigl, set, small_dense, snfs, snip, static"):
+    with pytest.raises(UnknownNameError, match="valid: dense, gmp, lth, magnitude, rigl, set, small_dense, snfs, snip, static"):
         SPARSE_METHODS.get("sparse_momentum")
 
 

@@ -31,7 +31,8 @@ def test_reference_defaults_and_mx_scaling():
 
 
 @pytest.mark.parametrize("decay, t, expected", [
-    ("cosine", 0, 0.3), ("cosine", 375, 0.15), ("cosine", 750, 0.0), ("cosine", 250, 0.15 * (1 + math.cos(math.pi / 3))),
+    ("cosine", 0, 0.3), ("cosine", 375, 0.15), ("cosine", 750, 0.0),
+    ("cosine", 250, 0.15 * (1 + math.cos(math.pi / 3))),
     ("linear", 375, 0.15), ("linear", 600, 0.3 * 0.2), ("constant", 700, 0.3),
 ])
 def test_drop_fraction_decays(decay, t, expected):

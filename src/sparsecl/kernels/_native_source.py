@@ -8,6 +8,14 @@ floats that GCC's vector extensions turn into 16-lane FMAs:
   spk_spmm_t   yT[i, :] = bias[i] + sum_{k in row i} val[k] * xT[col[k], :]          (SpMM)
   spk_sddmm_t  g[k]     = sum_b gyT[i, b] * xT[col[k], b]  for each nonzero k of row i (SDDMM)
 
+and two for direct sparse convolution with stride 1 (Park et al., 2017, "Faster CNNs with Direct Sparse
+Convolutions and Guided Pruning"), on batch-innermost activations [C, H, W, Np] (Np a multiple of 16):
+
+  spk_conv_t        out[r, ho, wo, :] = bias[r] + sum_{k in row r} val[k] * in[off[k] + ho*Wp + wo, :]
+  spk_conv_sddmm_t  g[k] = sum_{ho, wo, n} gy[r, ho, wo, n] * in[off[k] + ho*Wp + wo, n]
+
+where off[k] = ci*Hp*Wp + kh*Wp + kw addresses the (padded) input plane of a nonzero (r, ci, kh, kw).
+
 Rows are distributed with OpenMP (the .so links libgomp.so.1, the same soname as torch's, so the
 process keeps one OpenMP runtime); ``nthreads`` comes from ``torch.get_num_threads()``.
 """
@@ -116,6 +124,95 @@ void spk_sddmm_t(int64_t rows, const int32_t* crow, const int32_t* col, const fl
       v16 a = {0};
       for (int64_t b = 0; b < Bv; b += 16) a += ld(gr + b) * ld(xr + b);
       g[k] = hsum(a + dot_tail(gr, xr, Bv, B));
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ direct sparse convolution */
+/* WB output positions x NV 16-lane column blocks of accumulators, kept in registers over a row's nonzeros */
+#define CONV_BLOCK(WB, NV)                                                                      \
+  static inline void conv_block_##WB##_##NV(const int32_t* off, const float* val, int32_t k0,      \
+                                            int32_t k1, const float* base, int64_t Np, float b0,    \
+                                            float* out) {                                           \
+    v16 acc[WB][NV];                                                                              \
+    for (int a = 0; a < WB; ++a)                                                                  \
+      for (int t = 0; t < NV; ++t) acc[a][t] = (v16){0} + b0;                                     \
+    for (int32_t k = k0; k < k1; ++k) {                                                           \
+      const float v = val[k];                                                                     \
+      const float* p = base + (int64_t)off[k] * Np;                                               \
+      for (int a = 0; a < WB; ++a)                                                                \
+        for (int t = 0; t < NV; ++t) acc[a][t] += v * ld(p + a * Np + 16 * t);                    \
+    }                                                                                             \
+    for (int a = 0; a < WB; ++a)                                                                  \
+      for (int t = 0; t < NV; ++t) st(out + a * Np + 16 * t, acc[a][t]);                          \
+  }
+CONV_BLOCK(4, 2)
+CONV_BLOCK(4, 1)
+CONV_BLOCK(1, 2)
+CONV_BLOCK(1, 1)
+
+/* out [rows, Ho, Wo, Np]; in [*, Hp, Wp, Np] (already padded); stride 1; Np % 16 == 0 */
+void spk_conv_t(int64_t rows, int64_t Ho, int64_t Wo, int64_t Wp, const int32_t* crow, const int32_t* off,
+                const float* val, const float* in, int64_t Np, const float* bias, float* out, int nthreads) {
+  const int64_t nnz = crow[rows];
+#pragma omp parallel for collapse(2) schedule(dynamic, 4) num_threads(nthreads) if (nthreads > 1 && nnz * Ho * Wo * Np > 65536)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t ho = 0; ho < Ho; ++ho) {
+      const int32_t k0 = crow[r], k1 = crow[r + 1];
+      const float b0 = bias ? bias[r] : 0.f;
+      for (int64_t c = 0; c < Np;) {
+        const int nv = (c + 32 <= Np) ? 2 : 1;
+        int64_t wo = 0;
+        for (; wo + 4 <= Wo; wo += 4) {
+          const float* base = in + (ho * Wp + wo) * Np + c;
+          float* o = out + ((r * Ho + ho) * Wo + wo) * Np + c;
+          if (nv == 2) conv_block_4_2(off, val, k0, k1, base, Np, b0, o);
+          else conv_block_4_1(off, val, k0, k1, base, Np, b0, o);
+        }
+        for (; wo < Wo; ++wo) {
+          const float* base = in + (ho * Wp + wo) * Np + c;
+          float* o = out + ((r * Ho + ho) * Wo + wo) * Np + c;
+          if (nv == 2) conv_block_1_2(off, val, k0, k1, base, Np, b0, o);
+          else conv_block_1_1(off, val, k0, k1, base, Np, b0, o);
+        }
+        c += 16 * nv;
+      }
+    }
+}
+
+/* g[k] for the nonzeros of row r: gy rows are Wo*Np contiguous floats at gy + ((r*gHs + ho)*gWs)*Np */
+void spk_conv_sddmm_t(int64_t rows, int64_t Ho, int64_t Wo, int64_t Wp, const int32_t* crow,
+                      const int32_t* off, const float* gy, int64_t gHs, int64_t gWs, const float* in,
+                      int64_t Np, float* g, int nthreads) {
+  const int64_t nnz = crow[rows];
+  const int64_t len = Wo * Np;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1 && nnz * Ho * len > 65536)
+  for (int64_t r = 0; r < rows; ++r) {
+    int32_t k = crow[r];
+    const int32_t k1 = crow[r + 1];
+    for (; k + 4 <= k1; k += 4) { /* four nonzeros share each load of gy */
+      v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+      for (int64_t ho = 0; ho < Ho; ++ho) {
+        const float* gr = gy + ((r * gHs + ho) * gWs) * Np;
+        const float* x0 = in + ((int64_t)off[k] + ho * Wp) * Np;
+        const float* x1 = in + ((int64_t)off[k + 1] + ho * Wp) * Np;
+        const float* x2 = in + ((int64_t)off[k + 2] + ho * Wp) * Np;
+        const float* x3 = in + ((int64_t)off[k + 3] + ho * Wp) * Np;
+        for (int64_t b = 0; b < len; b += 16) {
+          const v16 gv = ld(gr + b);
+          a0 += gv * ld(x0 + b); a1 += gv * ld(x1 + b); a2 += gv * ld(x2 + b); a3 += gv * ld(x3 + b);
+        }
+      }
+      g[k] = hsum(a0); g[k + 1] = hsum(a1); g[k + 2] = hsum(a2); g[k + 3] = hsum(a3);
+    }
+    for (; k < k1; ++k) {
+      v16 a = {0};
+      for (int64_t ho = 0; ho < Ho; ++ho) {
+        const float* gr = gy + ((r * gHs + ho) * gWs) * Np;
+        const float* xr = in + ((int64_t)off[k] + ho * Wp) * Np;
+        for (int64_t b = 0; b < len; b += 16) a += ld(gr + b) * ld(xr + b);
+      }
+      g[k] = hsum(a);
     }
   }
 }

@@ -37,18 +37,7 @@ def build_sparcl(cfg, model: torch.nn.Module, engine, method, stream, generator:
         names = [layer.name for layer in engine.layers] or [s.name for s in select_layers(model, sc.layers, False, False)]
         params = dict(model.named_parameters())
         dgm = DynamicGradientMasking({n: params[n] for n in names}, sc.dgm_ratio, sc.dgm_interval,
-                                     sc.dgm_alpha_g, sc.dgm_beta_g, weight_masks=_LiveMasks(engine))
+                                     sc.dgm_alpha_g, sc.dgm_beta_g, engine=engine if engine.layers else None)
         parts.components.append(dgm)
         parts.grad_density = dgm
     return parts
-
-
-class _LiveMasks(dict):
-    """A read-only view of the engine's current masks (they are replaced, not mutated, on updates)."""
-
-    def __init__(self, engine) -> None:  # noqa: ANN001
-        super().__init__()
-        self.engine = engine
-
-    def get(self, name, default=None):  # noqa: ANN001, ANN201
-        return self.engine.masks.get(name, default)

@@ -32,13 +32,15 @@ def topk_mask(score: torch.Tensor, keep: int) -> torch.Tensor:
 
 class DynamicGradientMasking(Component):
     def __init__(self, params: dict[str, torch.nn.Parameter], ratio: float, interval: int,
-                 alpha: float, beta: float, weight_masks: dict[str, torch.Tensor] | None = None) -> None:
+                 alpha: float, beta: float, engine: Any = None) -> None:
         self.params = params
         self.ratio, self.interval, self.alpha, self.beta = ratio, interval, alpha, beta
-        self.weight_masks = weight_masks if weight_masks is not None else {}
+        self.engine = engine  # the mask engine (weight masks), or None for a dense model
         self.masks: dict[str, torch.Tensor] = {}
         self._gcur: list[torch.Tensor] | None = None
         self._densities: dict[str, float] = {}
+        self._key: tuple[int, int] | None = None  # (refreshes, engine.mask_version) the densities belong to
+        self.refreshes = 0
         self.since = 0  # iterations since the last refresh
 
     def refresh_due(self) -> bool:
@@ -68,26 +70,30 @@ class DynamicGradientMasking(Component):
             self.masks[name] = topk_mask(score, keep).to(p.dtype)
         self._gcur = None
         self.since = 0
-        self._update_densities()
-
-    def _update_densities(self) -> None:
-        """Weight-gradient density per layer: entries with an active weight AND a kept gradient."""
-        self._densities = {}
-        for name, m in self.masks.items():
-            w = self.weight_masks.get(name)
-            kept = m.bool() if w is None else (m.bool() & w.bool())
-            self._densities[name] = float(kept.sum()) / m.numel()
+        self.refreshes += 1
 
     def grad_densities(self) -> dict[str, float]:
+        """Weight-gradient density per layer: entries with an active weight AND a kept gradient
+        (recomputed only when the gradient masks or the weight masks changed)."""
+        key = (self.refreshes, getattr(self.engine, "mask_version", 0))
+        if key != self._key:
+            weights = self.engine.masks if self.engine is not None else {}
+            self._densities = {}
+            for name, m in self.masks.items():
+                w = weights.get(name)
+                kept = m.bool() if w is None else (m.bool() & w)
+                self._densities[name] = float(kept.sum()) / m.numel()
+            self._key = key
         return self._densities
 
     def on_task_start(self, state: LoopState, task: Any) -> None:
         self.masks = {}  # a new task's gradients differ: score afresh on its first step
+        self.refreshes += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"masks": dict(self.masks), "since": self.since}
+        return {"masks": dict(self.masks), "since": self.since, "refreshes": self.refreshes}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.masks = {k: v.to(self.params[k].device) for k, v in sd["masks"].items()}
-        self.since = sd["since"]
-        self._update_densities()
+        self.since, self.refreshes = sd["since"], sd["refreshes"]
+        self._key = None

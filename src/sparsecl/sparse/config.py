@@ -67,15 +67,15 @@ class SparsityConfig:
     def _check_ranges(self) -> None:
         if not 0 < self.density <= 1:
             raise ValueError(f"sparsity.density must be in (0, 1], got {self.density}")
-        ints = {"delta_t": self.delta_t, "grad_accumulation": self.grad_accumulation,
-                "multiplier": self.multiplier, "lth_rounds": self.lth_rounds, "nm_m": self.nm_m}
+        ints = {"delta_t": self.delta_t, "grad_accumulation": self.grad_accumulation, "multiplier": self.multiplier,
+                "lth_rounds": self.lth_rounds, "nm_m": self.nm_m, "lth_rewind_step": self.lth_rewind_step}
         for name, v in ints.items():
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"sparsity.{name} must be an integer >= 1, got {v!r}")
-        if isinstance(self.lth_rewind_step, bool) or not isinstance(self.lth_rewind_step, int) or self.lth_rewind_step < 0:
-            raise ValueError(f"sparsity.lth_rewind_step must be an integer >= 0, got {self.lth_rewind_step!r}")
+            least = 0 if name == "lth_rewind_step" else 1
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise ValueError(f"sparsity.{name} must be an integer >= {least}, got {v!r}")
         if not 0 <= self.begin <= self.t_end <= 1 or self.t_end == 0:
-            raise ValueError(f"sparsity needs 0 <= begin <= t_end <= 1 and t_end > 0, got begin={self.begin} t_end={self.t_end}")
+            raise ValueError(f"sparsity needs 0 <= begin <= t_end <= 1 and t_end > 0, "
+                             f"got begin={self.begin} t_end={self.t_end}")
         if not 0 <= self.gmp_begin < self.gmp_end <= 1:
             raise ValueError(f"sparsity needs 0 <= gmp_begin < gmp_end <= 1, got {self.gmp_begin}, {self.gmp_end}")
         if not 0 <= self.drop_fraction <= 1:
@@ -83,7 +83,8 @@ class SparsityConfig:
         if not 0 < self.gmp_initial_density <= 1:
             raise ValueError(f"sparsity.gmp_initial_density must be in (0, 1], got {self.gmp_initial_density}")
         if self.grad_accumulation > self.delta_t:
-            raise ValueError(f"sparsity.grad_accumulation ({self.grad_accumulation}) must not exceed delta_t ({self.delta_t})")
+            raise ValueError(f"sparsity.grad_accumulation ({self.grad_accumulation}) must not exceed "
+                             f"delta_t ({self.delta_t})")
 
     def _check_options(self) -> None:
         if (self.custom_densities is not None) != (self.distribution == "custom"):

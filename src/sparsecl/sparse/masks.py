@@ -4,11 +4,11 @@ Conventions shared by every function here:
 
 * A mask is a ``torch.bool`` tensor of the weight's shape; True = active (kept) weight.
 * Counts are exact (``floor(s * N)`` zeros for sparsity ``s``), never Bernoulli per element.
-* Ties in a score are broken uniformly at random and reproducibly: selection (``torch.topk``) runs on
-  the scores visited in the order of a random permutation drawn from ``generator``, so equal scores are
-  picked at random positions while every strict ordering is kept exactly. (RigL and jaxpruner add tiny
-  random noise to the score instead; noise can reorder genuinely different scores closer than the
-  noise, the permutation cannot.) ``generator`` must live on the scores' device.
+* Ties in a score are broken uniformly at random and reproducibly: entries tied at the selection
+  boundary are chosen by a permutation drawn from ``generator``, while every strict ordering is kept
+  exactly. (RigL and jaxpruner add tiny random noise to the score instead; noise can reorder genuinely
+  different scores closer than the noise.) ``generator`` must live on the scores' device, and is only
+  consumed when a tie has to be broken.
 * N:M groups run along the input dimension: ``[out, in]`` for Linear and ``[out, kh, kw, in]`` (the
   channels-last GEMM layout of sparse tensor cores) for a conv weight ``[out, in, kh, kw]``.
 """
@@ -23,7 +23,8 @@ _EPS = 1e-9
 
 
 def exact_floor(x: float) -> int:
-    """``floor(x)`` that forgives float round-off just below an integer (``0.3 * 10`` -> 3, not 2)."""
+    """``floor(x)`` that forgives float round-off just below an integer: ``(1 - 0.9) * 10`` is
+    0.9999999999999998, and gives 1, not 0."""
     return math.floor(x + _EPS * max(1.0, abs(x)))
 
 
@@ -35,11 +36,21 @@ def count_for_density(numel: int, density: float) -> int:
 def _extreme(flat: torch.Tensor, k: int, generator: torch.Generator, largest: bool = True) -> torch.Tensor:
     """Indices of the ``k`` largest (or smallest) entries of 1-D ``flat``, ties broken at random.
 
-    ``topk`` runs on a randomly permuted copy: whatever rule it applies among equal values acts on random
-    positions. O(N) (partial selection), no full sort.
+    One partial selection (``topk``, O(N), no sort) finds the k-th value v. Entries strictly beyond v are
+    all taken; if more entries equal v than places remain, the remaining places go to a uniformly random
+    subset of them (a permutation of the tied entries only, drawn from ``generator``).
     """
-    perm = torch.randperm(flat.numel(), generator=generator, device=flat.device)
-    return perm[torch.topk(flat[perm], k, largest=largest, sorted=False).indices]
+    if k <= 0:
+        return torch.zeros(0, dtype=torch.long, device=flat.device)
+    values, idx = torch.topk(flat, k, largest=largest, sorted=False)
+    edge = values.min() if largest else values.max()
+    tied = (flat == edge).nonzero().squeeze(1)
+    beyond = ((flat > edge) if largest else (flat < edge)).nonzero().squeeze(1)
+    need = k - beyond.numel()
+    if tied.numel() <= need:  # every tied entry fits: the choice is unique (NaN scores: topk's own)
+        return idx
+    pick = torch.randperm(tied.numel(), generator=generator, device=flat.device)[:need]
+    return torch.cat([beyond, tied[pick]])
 
 
 def topk_mask(score: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:

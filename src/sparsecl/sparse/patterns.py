@@ -65,14 +65,16 @@ class NMPattern(MaskPattern):
             return
         if len(spec.shape) < 2 or spec.shape[1] % self.m:
             raise ValueError(f"pattern n:m ({self.n}:{self.m}) needs the input dimension of {spec.name} "
-                             f"{tuple(spec.shape)} to be a multiple of {self.m}; keep it dense or leave it out of layers")
+                             f"{tuple(spec.shape)} to be a multiple of {self.m}; "
+                             "keep it dense or leave it out of layers")
 
     def _full(self, like: torch.Tensor, count: int) -> torch.Tensor | None:
         """All-ones for a dense layer; None for an N:M layer; ValueError for any other count."""
         if count >= like.numel():
             return torch.ones_like(like, dtype=torch.bool)
         if count * self.m != like.numel() * self.n:
-            raise ValueError(f"pattern n:m keeps {self.n}/{self.m} of a layer; got a count of {count} of {like.numel()}")
+            raise ValueError(f"pattern n:m keeps {self.n}/{self.m} of a layer; "
+                             f"got a count of {count} of {like.numel()}")
         return None
 
     def select(self, score: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:

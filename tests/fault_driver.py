@@ -1,0 +1,71 @@
+"""Run ``sparsecl train`` in this process and SIGKILL it at a chosen point (fault-injection tests).
+
+usage: python fault_driver.py KILL -- <sparsecl train arguments>
+KILL: ``none`` | ``step:N`` (after optimizer step N) | ``ckpt:N`` (halfway through writing the N-th
+checkpoint file, the temporary file half written) | ``task:T`` (right after task T's evaluation, before
+its checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main() -> int:
+    kill, rest = sys.argv[1], sys.argv[sys.argv.index("--") + 1:]
+    from sparsecl import cli
+    from sparsecl.train import checkpoint, loop
+
+    kind, _, arg = kill.partition(":")
+    n = int(arg) if arg else 0
+    if kind == "step":
+        real_step = loop.Trainer._step
+
+        def step(self, *a, **kw):
+            real_step(self, *a, **kw)
+            if self.state.step == n:
+                die()
+
+        loop.Trainer._step = step
+    elif kind == "ckpt":
+        real_open = open
+        calls = {"n": 0}
+
+        def save(state, run_dir):
+            calls["n"] += 1
+            if calls["n"] == n:  # write half a temporary file, then die mid-write
+                import io
+
+                import torch
+
+                buf = io.BytesIO()
+                torch.save(state, buf)
+                with real_open(os.path.join(run_dir, f".{checkpoint.NAME}.tmp"), "wb") as f:
+                    f.write(buf.getbuffer()[: buf.getbuffer().nbytes // 2])
+                    f.flush()
+                    os.fsync(f.fileno())
+                die()
+            return real_save(state, run_dir)
+
+        real_save = checkpoint.save
+        checkpoint.save = save
+    elif kind == "task":
+        real_eval = loop.Trainer._evaluate
+
+        def evaluate(self, t):
+            real_eval(self, t)
+            if t == n:
+                die()
+
+        loop.Trainer._evaluate = evaluate
+    return cli.main(["train", *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
