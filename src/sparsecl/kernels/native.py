@@ -94,6 +94,12 @@ class NativeKernels:
         self._sddmm = lib.spk_sddmm_t
         self._sddmm.argtypes = [_I64, _P, _P, _P, _P, _I64, _P, _INT]
         self._sddmm.restype = None
+        self._conv = lib.spk_conv_t
+        self._conv.argtypes = [_I64, _I64, _I64, _I64, _P, _P, _P, _P, _I64, _P, _P, _INT]
+        self._conv.restype = None
+        self._conv_sddmm = lib.spk_conv_sddmm_t
+        self._conv_sddmm.argtypes = [_I64, _I64, _I64, _I64, _P, _P, _P, _I64, _I64, _P, _I64, _P, _INT]
+        self._conv_sddmm.restype = None
 
     @staticmethod
     def _check(crow: torch.Tensor, col: torch.Tensor, *dense: torch.Tensor) -> None:
@@ -125,6 +131,48 @@ class NativeKernels:
         g = torch.empty(col.numel(), dtype=torch.float32)
         self._sddmm(rows, crow.data_ptr(), col.data_ptr(), gy_t.data_ptr(), x_t.data_ptr(), batch, g.data_ptr(),
                     torch.get_num_threads())
+        return g
+
+
+    # ------------------------------------------------------------------ direct sparse convolution
+    @staticmethod
+    def _check_planes(t: torch.Tensor) -> None:
+        if t.dim() != 4 or t.shape[3] % 16:
+            raise ValueError(f"conv operands must be [C, H, W, Np] with Np % 16 == 0, got {tuple(t.shape)}")
+
+    def conv_t(self, crow: torch.Tensor, off: torch.Tensor, values: torch.Tensor, inp: torch.Tensor,
+               out_hw: tuple[int, int], bias: torch.Tensor | None) -> torch.Tensor:
+        """``out [rows, Ho, Wo, Np]``: stride-1 sparse convolution of the padded ``inp [C, Hp, Wp, Np]``.
+
+        Every offset must satisfy off + (Ho-1)*Wp + Wo-1 < C*Hp*Wp (the caller's geometry guarantees it).
+        """
+        self._check(crow, off, values, inp, *(() if bias is None else (bias,)))
+        self._check_planes(inp)
+        (ho, wo), rows, np_ = out_hw, crow.numel() - 1, inp.shape[3]
+        if ho > inp.shape[1] or wo > inp.shape[2] or off.numel() != values.numel():
+            raise ValueError("conv geometry does not match the operands")
+        out = torch.empty(rows, ho, wo, np_, dtype=torch.float32)
+        self._conv(rows, ho, wo, inp.shape[2], crow.data_ptr(), off.data_ptr(), values.data_ptr(), inp.data_ptr(),
+                   np_, None if bias is None else bias.data_ptr(), out.data_ptr(), torch.get_num_threads())
+        return out
+
+    def conv_sddmm_t(self, crow: torch.Tensor, off: torch.Tensor, gy: torch.Tensor, gy_origin: tuple[int, int],
+                     out_hw: tuple[int, int], inp: torch.Tensor) -> torch.Tensor:
+        """Weight gradient at the nonzeros: ``g[k] = sum_{ho,wo,n} gy[r, oh+ho, ow+wo, n] inp[off[k] + ho*Wp + wo, n]``.
+
+        ``gy [rows, gH, gW, Np]`` may be spatially padded; ``gy_origin = (oh, ow)`` locates its interior.
+        """
+        self._check(crow, off, gy, inp)
+        self._check_planes(gy)
+        self._check_planes(inp)
+        (ho, wo), (oh, ow), rows = out_hw, gy_origin, crow.numel() - 1
+        if gy.shape[0] != rows or oh + ho > gy.shape[1] or ow + wo > gy.shape[2] or gy.shape[3] != inp.shape[3]:
+            raise ValueError("conv gradient geometry does not match the operands")
+        np_ = inp.shape[3]
+        g = torch.empty(off.numel(), dtype=torch.float32)
+        origin = gy.data_ptr() + (oh * gy.shape[2] + ow) * np_ * gy.element_size()
+        self._conv_sddmm(rows, ho, wo, inp.shape[2], crow.data_ptr(), off.data_ptr(), origin, gy.shape[1],
+                         gy.shape[2], inp.data_ptr(), np_, g.data_ptr(), torch.get_num_threads())
         return g
 
 
