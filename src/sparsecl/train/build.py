@@ -20,6 +20,7 @@ from sparsecl.models import create_model
 from sparsecl.sparcl.components import build_sparcl
 from sparsecl.sparse.engine import MaskEngine
 from sparsecl.sparse.methods import SPARSE_METHODS
+from sparsecl.sparse.small_dense import match_width, target_param_count
 from sparsecl.train.hooks import Component
 from sparsecl.train.meters import FlopsMeter
 from sparsecl.train.optim import LrSchedule, make_optimizer
@@ -71,8 +72,30 @@ def build_data(cfg: TrainConfig, device: torch.device) -> tuple[Stream, BatchTra
 
 
 def build_model(cfg: TrainConfig, ds: ArrayDataset, device: torch.device) -> torch.nn.Module:
-    return create_model(cfg.model, ds.input_shape, ds.num_classes, hidden=cfg.hidden, nf=cfg.nf,
+    """The configured backbone; under ``sparsity.method=small_dense`` its width is scaled so that the dense
+    parameter count matches the sparse model's (RigL's Small-Dense baseline)."""
+    hidden, nf = cfg.hidden, cfg.nf
+    if cfg.sparsity.method == "small_dense":
+        hidden, nf = _small_dense_widths(cfg, ds)
+    return create_model(cfg.model, ds.input_shape, ds.num_classes, hidden=hidden, nf=nf,
                         width=cfg.width, depth=cfg.depth, generator=generator(cfg.seed, "model")).to(device)
+
+
+def _small_dense_widths(cfg: TrainConfig, ds: ArrayDataset) -> tuple[tuple[int, ...], int]:
+    """(hidden, nf) scaled by the width multiplier whose dense parameter count matches the sparse model."""
+    if cfg.model not in ("mlp", "resnet18"):
+        raise ValueError(f"sparsity.method=small_dense scales the width of mlp (hidden) or resnet18 (nf), not {cfg.model}")
+
+    def widths(m: float) -> tuple[tuple[int, ...], int]:
+        if cfg.model == "mlp":
+            return tuple(max(1, round(h * m)) for h in cfg.hidden), cfg.nf
+        return cfg.hidden, max(1, round(cfg.nf * m))
+
+    def build(m: float) -> torch.nn.Module:
+        h, f = widths(m)
+        return create_model(cfg.model, ds.input_shape, ds.num_classes, hidden=h, nf=f)
+
+    return widths(match_width(build, target_param_count(build(1.0), cfg.sparsity)))
 
 
 def build_run(cfg: TrainConfig) -> Run:

@@ -46,6 +46,7 @@ class Trainer:
     def __init__(self, run: Run, out_dir: Path, *, stream_out: Any = print) -> None:
         self.run = run
         self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
         self.print = stream_out
         cfg = run.cfg
         self.state = LoopState(run.model, run.optimizer, run.stream, next(run.model.parameters()).device,

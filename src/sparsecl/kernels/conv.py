@@ -1,0 +1,205 @@
+"""``SparseConv2d``: direct sparse convolution (stride 1) on CPU, weights stored in CSR form.
+
+Method: Park et al., 2017, "Faster CNNs with Direct Sparse Convolutions and Guided Pruning" (ICLR):
+each output channel r is a sparse row over (ci, kh, kw), and
+
+    y[n, r, ho, wo] = b[r] + sum_{(ci, kh, kw) active in row r} W[r, ci, kh, kw] * xpad[n, ci, ho+kh, wo+kw]
+
+is computed directly, without im2col. Deviation: activations are laid out batch-innermost,
+[C, Hpad, Wpad, Np] with the batch padded to Np = 16 * ceil(N / 16), so that every multiply-add is a
+16-lane vector over the batch (Park et al. vectorise over output width); 8 such vectors (4 output positions
+x 32 images) stay in registers across a row's nonzeros. The backward pass uses the same kernel:
+
+    grad x   = the same sparse convolution of grad y, padded by (K-1-p), with the transposed and flipped
+               structure (rows ci, entries (r, K-1-kh, K-1-kw), values[perm]);
+    grad W   = at the nonzeros only: sum_{n, ho, wo} gy[n, r, ho, wo] * xpad[n, ci, ho+kh, wo+kw].
+
+Supported: stride 1, dilation 1, groups 1, zero padding p <= K-1, float32 on CPU with the native kernels.
+Anything else (or ``backend="torch"``) runs the masked dense path inside the module: F.conv2d on the
+weight scattered from ``values`` (correct gradients at the active positions, no speed-up).
+
+Measured (benchmarks/bench_kernels.py --conv; ResNet-18 CIFAR 3x3 layers, batch 32): see
+``kernels.paths.CONV_MAX_DENSITY``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparsecl.kernels.base import CsrWeightModule
+from sparsecl.kernels.csr import CsrStructure
+from sparsecl.kernels.native import native_kernels
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    kernel: tuple[int, int]
+    padding: tuple[int, int]
+
+    def out_hw(self, h: int, w: int) -> tuple[int, int]:
+        return h + 2 * self.padding[0] - self.kernel[0] + 1, w + 2 * self.padding[1] - self.kernel[1] + 1
+
+
+def conv_supported(conv: nn.Conv2d) -> bool:
+    """Whether the direct sparse kernel covers this convolution's geometry."""
+    return (
+        conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+        and all(0 <= p <= k - 1 for p, k in zip(conv.padding, conv.kernel_size))
+    )
+
+
+def to_planes(x: torch.Tensor, pad: tuple[int, int], np_: int) -> torch.Tensor:
+    """[N, C, H, W] -> zero-padded batch-innermost [C, H + 2 ph, W + 2 pw, Np] (one copy)."""
+    n, c, h, w = x.shape
+    ph, pw = pad
+    planes = x.new_empty(c, h + 2 * ph, w + 2 * pw, np_)
+    # zero only the border and the batch padding (a full zero fill measured 3-4x slower in total)
+    planes[:, :ph].zero_()
+    planes[:, ph + h :].zero_()
+    planes[:, :, :pw].zero_()
+    planes[:, :, pw + w :].zero_()
+    planes[..., n:].zero_()
+    planes[:, ph : ph + h, pw : pw + w, :n] = x.detach().permute(1, 2, 3, 0)
+    return planes
+
+
+def from_planes(y: torch.Tensor, n: int) -> torch.Tensor:
+    """[C, H, W, Np] -> an [N, C, H, W] view (no copy)."""
+    return y[..., :n].permute(3, 0, 1, 2)
+
+
+def _split_cols(col: torch.Tensor, kernel: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    """Column index of the [out, in*KH*KW] matrix -> (ci, kh, kw)."""
+    col = col.long()
+    kk = kernel[0] * kernel[1]
+    return col // kk, (col % kk) // kernel[1], col % kernel[1]
+
+
+def forward_offsets(s: CsrStructure, kernel: tuple[int, int], hp: int, wp: int) -> torch.Tensor:
+    """off[k] = ci*Hp*Wp + kh*Wp + kw: where nonzero k reads the padded input (in [Np]-blocks)."""
+    ci, kh, kw = _split_cols(s.col, kernel)
+    return (ci * hp * wp + kh * wp + kw).int()
+
+
+def grad_input_structure(s: CsrStructure, kernel: tuple[int, int], hq: int, wq: int):
+    """(crow, off, perm) of the transposed, flipped convolution that maps grad y to grad x.
+
+    W^T's CSR rows are the columns (ci, kh, kw) of W, sorted by ci first, so the rows of input channel ci
+    are t_crow[ci*KK] .. t_crow[(ci+1)*KK]; entry e of W^T is nonzero perm[e] of W, output channel t_col[e].
+    """
+    kk = kernel[0] * kernel[1]
+    crow = s.t_crow[::kk].contiguous()
+    _, kh, kw = _split_cols(s.col.index_select(0, s.perm), kernel)
+    off = s.t_col.long() * hq * wq + (kernel[0] - 1 - kh) * wq + (kernel[1] - 1 - kw)
+    return crow, off.int()
+
+
+class SparseConv2dFunction(torch.autograd.Function):
+    """``apply(x, values, bias, structure, geometry) -> y`` with the native kernels (float32, CPU)."""
+
+    @staticmethod
+    def forward(ctx: Any, x, values, bias, s: CsrStructure, geom: ConvGeometry):  # type: ignore[override]
+        k = native_kernels()
+        n, _, h, w = x.shape
+        np_ = 16 * math.ceil(n / 16)
+        xp = to_planes(x, geom.padding, np_)
+        off = forward_offsets(s, geom.kernel, xp.shape[1], xp.shape[2])
+        b = None if bias is None else bias.detach().contiguous()
+        y = k.conv_t(s.crow, off, values.detach().contiguous(), xp, geom.out_hw(h, w), b)
+        ctx.save_for_backward(values, xp, off)
+        ctx.s, ctx.geom, ctx.x_hw, ctx.n, ctx.has_bias = s, geom, (h, w), n, bias is not None
+        return from_planes(y, n)
+
+    @staticmethod
+    def backward(ctx: Any, gy: torch.Tensor):  # type: ignore[override]
+        k = native_kernels()
+        values, xp, off = ctx.saved_tensors
+        s, geom, (h, w) = ctx.s, ctx.geom, ctx.x_hw
+        q = (geom.kernel[0] - 1 - geom.padding[0], geom.kernel[1] - 1 - geom.padding[1])
+        gyp = to_planes(gy, q, xp.shape[3])
+        gx = gv = gb = None
+        if ctx.needs_input_grad[0]:
+            crow_t, off_t = grad_input_structure(s, geom.kernel, gyp.shape[1], gyp.shape[2])
+            values_t = values.detach().index_select(0, s.perm)
+            gx = from_planes(k.conv_t(crow_t, off_t, values_t, gyp, (h, w), None), ctx.n)
+        if ctx.needs_input_grad[1]:
+            gv = k.conv_sddmm_t(s.crow, off, gyp, q, geom.out_hw(h, w), xp)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = gy.sum((0, 2, 3))
+        return gx, gv, gb, None, None
+
+
+class SparseConv2d(CsrWeightModule):
+    """nn.Conv2d (stride 1) whose weight [out, in, KH, KW] is stored as CSR values + indices.
+
+    ``backend``: "auto" (native direct sparse convolution where it applies, else the masked dense
+    fallback), "native" (raises where it does not apply), "torch" (always the masked dense fallback).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        mask: torch.Tensor,
+        padding: tuple[int, int] = (0, 0),
+        bias: bool = True,
+        dtype: torch.dtype | None = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__((out_channels, in_channels, *kernel_size), mask, bias, dtype, backend)
+        if not all(0 <= p <= k - 1 for p, k in zip(padding, kernel_size)):
+            raise ValueError(f"padding {padding} must lie in [0, kernel-1] for kernel {kernel_size}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.geometry = ConvGeometry(tuple(kernel_size), tuple(padding))
+
+    @classmethod
+    def from_dense(cls, conv: nn.Conv2d, mask: torch.Tensor, backend: str = "auto") -> "SparseConv2d":
+        if not conv_supported(conv):
+            raise ValueError("SparseConv2d needs stride 1, dilation 1, groups 1 and zero padding <= kernel-1")
+        w = conv.weight
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, mask.to(w.device), conv.padding,
+                    conv.bias is not None, w.dtype, backend)
+        layer._load_dense(w, mask, conv.bias)
+        return layer
+
+    def to_conv(self) -> nn.Conv2d:
+        """An equivalent dense nn.Conv2d (weight = ``to_dense()``)."""
+        v = self.values
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.geometry.kernel, padding=self.geometry.padding,
+                         bias=self.bias is not None, device=v.device, dtype=v.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(self.to_dense())
+            if self.bias is not None:
+                conv.bias.copy_(self.bias.detach())
+        return conv
+
+    def uses_native(self) -> bool:
+        ok = self.values.dtype == torch.float32 and self.values.device.type == "cpu" and native_kernels() is not None
+        if self.backend == "native" and not ok:
+            raise ValueError(f"native sparse convolution does not apply to {self.values.dtype} on {self.values.device}")
+        return ok and self.backend != "torch"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.uses_native():
+            return SparseConv2dFunction.apply(x, self.values, self.bias, self.structure, self.geometry)
+        # masked dense fallback: scatter the values into a dense weight (differentiable w.r.t. values)
+        flat = self.structure.flat_index()
+        w = self.values.new_zeros(math.prod(self.weight_shape)).index_put((flat,), self.values)
+        return F.conv2d(x, w.view(self.weight_shape), self.bias, padding=self.geometry.padding)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.geometry.kernel}, "
+            f"padding={self.geometry.padding}, nnz={self.nnz}, density={self.density:.4f}, backend={self.backend}"
+        )
