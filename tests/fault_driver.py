@@ -1,7 +1,7 @@
 """Run ``sparsecl train`` in this process and SIGKILL it at a chosen point (fault-injection tests).
 
 usage: python fault_driver.py KILL -- <sparsecl train arguments>
-KILL: ``none`` | ``step:N`` (after optimizer step N) | ``ckpt:N`` (halfway through writing the N-th
+KILL: ``none`` | ``step:N`` (after optimizer step N) | ``term:N`` (SIGTERM after step N) | ``ckpt:N`` (halfway through writing the N-th
 checkpoint file, the temporary file half written) | ``task:T`` (right after task T's evaluation, before
 its checkpoint).
 """
@@ -24,13 +24,13 @@ def main() -> int:
 
     kind, _, arg = kill.partition(":")
     n = int(arg) if arg else 0
-    if kind == "step":
+    if kind in ("step", "term"):
         real_step = loop.Trainer._step
 
         def step(self, *a, **kw):
             real_step(self, *a, **kw)
             if self.state.step == n:
-                die()
+                die() if kind == "step" else os.kill(os.getpid(), signal.SIGTERM)
 
         loop.Trainer._step = step
     elif kind == "ckpt":

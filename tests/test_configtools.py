@@ -57,7 +57,7 @@ def test_bad_values_name_the_key_and_type():
         make_config(Root, None, ["flag=maybe"])
     with pytest.raises(ConfigError, match=r"^other.buffer_size: cannot read '1.5' as int$"):
         make_config(Root, None, ["buffer_size=1.5"])
-    with pytest.raises(ConfigError, match=r"^inner: density must be in \(0, 1\], got 0.0$"):
+    with pytest.raises(ConfigError, match=r"^density must be in \(0, 1\], got 0.0$"):
         make_config(Root, None, ["inner.density=0"])
     with pytest.raises(ConfigError, match="expected key=value"):
         make_config(Root, None, ["lr"])

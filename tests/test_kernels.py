@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsecl.kernels import (
+    SparseConv2d,
     SparseLinear,
+    choose_conv_path,
     choose_path,
     densify_model,
     remap_optimizer_state,
@@ -109,8 +111,9 @@ CASES = [  # (out, in, density, batch)
 ]
 
 
-def _reference(lin: nn.Linear, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return (lin.weight.detach() * mask).requires_grad_(), lin.bias.detach().clone().requires_grad_()
+def _reference(layer: nn.Module, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Leaf copies of the masked dense weight and the bias."""
+    return (layer.weight.detach() * mask).requires_grad_(), layer.bias.detach().clone().requires_grad_()
 
 
 @pytest.mark.parametrize("backend", BACKEND_NAMES)
@@ -390,3 +393,132 @@ def test_cuda_matches_masked_dense():
     F.linear(x_ref, w_ref, b_ref).square().sum().backward()
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(layer.values.grad, w_ref.grad[mask], rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------- convolution
+CONV_BACKENDS = ["torch"] + (["native"] if HAVE_NATIVE else [])  # "torch": the masked dense fallback
+CONV_CASES = [  # (in, out, kernel, padding, batch, H, W, density)
+    (3, 5, (3, 3), (1, 1), 2, 6, 7, 0.5),
+    (4, 6, (3, 3), (0, 0), 17, 5, 5, 0.3),  # batch padded to 32 lanes
+    (8, 8, (1, 1), (0, 0), 3, 4, 4, 0.5),
+    (5, 7, (3, 1), (1, 0), 33, 9, 6, 1.0),
+    (6, 4, (3, 3), (2, 2), 5, 5, 5, 0.4),
+]
+
+
+def _random_conv(cin: int, cout: int, kernel, padding, seed: int, stride: int = 1) -> nn.Conv2d:
+    conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding)
+    g = _gen(seed)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
+        conv.bias.copy_(torch.randn(cout, generator=g))
+    return conv
+
+
+def test_tiny_conv_exact():
+    conv = nn.Conv2d(1, 1, 2, padding=1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[[1.0, 5.0], [7.0, 2.0]]]]))
+        conv.bias.fill_(0.5)
+    mask = torch.tensor([[[[1, 0], [0, 1]]]], dtype=torch.bool)  # keeps w[0,0] = 1 and w[1,1] = 2
+    layer = SparseConv2d.from_dense(conv, mask)
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]], requires_grad=True)
+    y = layer(x)
+    # y[i, j] = 0.5 + 1 * xpad[i, j] + 2 * xpad[i+1, j+1], xpad = x padded by one zero on each side
+    assert y[0, 0].tolist() == [[2.5, 4.5, 0.5], [6.5, 9.5, 2.5], [0.5, 3.5, 4.5]]
+    y.sum().backward()
+    # every x[i, j] meets both active weights exactly once: grad = 1 + 2; gw = sum of x; gb = 9 outputs
+    assert x.grad[0, 0].tolist() == [[3.0, 3.0], [3.0, 3.0]]
+    assert layer.values.grad.tolist() == [10.0, 10.0]
+    assert layer.bias.grad.tolist() == [9.0]
+
+
+@pytest.mark.parametrize("backend", CONV_BACKENDS)
+@pytest.mark.parametrize("cin,cout,kernel,padding,batch,h,w,density", CONV_CASES)
+def test_conv_matches_masked_dense(backend, cin, cout, kernel, padding, batch, h, w, density):
+    conv = _random_conv(cin, cout, kernel, padding, seed=cin)
+    mask = torch.rand(conv.weight.shape, generator=_gen(cout)) < density
+    mask[cout // 2] = False  # an output channel with no nonzeros
+    layer = SparseConv2d.from_dense(conv, mask, backend=backend)
+    assert layer.uses_native() == (backend == "native")
+    w_ref, b_ref = _reference(conv, mask)
+    x = torch.randn(batch, cin, h, w, generator=_gen(1)).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    y, y_ref = layer(x), F.conv2d(x_ref, w_ref, b_ref, padding=padding)
+    gy = torch.randn(y_ref.shape, generator=_gen(2))
+    y.backward(gy)
+    y_ref.backward(gy)
+    tol = dict(rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(y, y_ref, **tol)
+    torch.testing.assert_close(x.grad, x_ref.grad, **tol)
+    assert layer.values.grad.shape == (layer.nnz,)
+    torch.testing.assert_close(layer.values.grad, w_ref.grad[mask], **tol)
+    torch.testing.assert_close(layer.bias.grad, b_ref.grad, **tol)
+
+
+@pytest.mark.parametrize("backend", CONV_BACKENDS)
+def test_conv_sgd_steps_match_masked_dense_reference(backend):
+    conv, ref = (_random_conv(4, 6, (3, 3), (1, 1), seed=5) for _ in range(2))
+    mask = torch.rand(conv.weight.shape, generator=_gen(6)) < 0.3
+    with torch.no_grad():
+        ref.weight.mul_(mask)
+    layer = SparseConv2d.from_dense(conv, mask, backend=backend)
+    opt, opt_ref = _make_opt("sgd", layer.parameters()), _make_opt("sgd", ref.parameters())
+    g = _gen(7)
+    for _ in range(3):
+        x = torch.randn(5, 4, 6, 6, generator=g)
+        for model, o in ((layer, opt), (ref, opt_ref)):
+            o.zero_grad()
+            model(x).square().mean().backward()
+        ref.weight.grad.mul_(mask)
+        opt.step()
+        opt_ref.step()
+        with torch.no_grad():
+            ref.weight.mul_(mask)
+    torch.testing.assert_close(layer.to_dense(), ref.weight.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_conv_set_mask_keeps_survivors():
+    conv = _random_conv(2, 3, (3, 3), (1, 1), seed=0)
+    old = torch.rand(conv.weight.shape, generator=_gen(1)) < 0.5
+    new = torch.rand(conv.weight.shape, generator=_gen(2)) < 0.5
+    layer = SparseConv2d.from_dense(conv, old)
+    old_to_new = layer.set_mask(new)
+    dense = layer.to_dense()
+    assert torch.equal(layer.mask(), new)
+    assert torch.equal(dense[old & new], conv.weight.detach()[old & new])
+    assert torch.equal(dense[new & ~old], torch.zeros(int((new & ~old).sum())))
+    assert int((old_to_new >= 0).sum()) == int((old & new).sum())
+
+
+def test_conv_geometry_support_and_choice():
+    strided = _random_conv(4, 4, (3, 3), (1, 1), seed=0, stride=2)
+    plain = _random_conv(4, 4, (3, 3), (1, 1), seed=0)
+    with pytest.raises(ValueError, match="stride 1"):
+        SparseConv2d.from_dense(strided, torch.ones(4, 4, 3, 3, dtype=torch.bool))
+    assert choose_conv_path(strided, 0.05, path="csr") == "masked"
+    assert choose_conv_path(plain, 0.05, backend="torch") == "masked"
+    assert choose_conv_path(plain, 0.5) == "masked"
+    assert choose_conv_path(plain, 0.05) == ("csr" if HAVE_NATIVE else "masked")
+    assert choose_conv_path(plain, 0.5, path="csr") == ("csr" if HAVE_NATIVE else "masked")
+
+
+def test_sparsify_conv_model_round_trip():
+    torch.manual_seed(0)  # default init of the layers below uses the global RNG; pinned for this test
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
+    masks = {n: torch.rand(p.shape, generator=_gen(i)) < 0.1
+             for i, (n, p) in enumerate(model.named_parameters()) if n.endswith("weight")}
+    with torch.no_grad():
+        for n, m in masks.items():
+            model.get_parameter(n).mul_(m)
+    dense_state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(4, 3, 8, 8, generator=_gen(9))
+    y_dense = model(x)
+    chosen = sparsify_model(model, masks, path="csr")
+    expected_conv = "csr" if HAVE_NATIVE else "masked"
+    assert chosen == {"0": expected_conv, "2": "masked", "5": "csr"}  # the stride-2 conv stays masked
+    torch.testing.assert_close(model(x), y_dense, rtol=1e-5, atol=1e-5)
+    densify_model(model)
+    state = model.state_dict()
+    assert state.keys() == dense_state.keys() and all(torch.equal(state[k], dense_state[k]) for k in state)

@@ -76,3 +76,14 @@ def test_uninterrupted_run_is_deterministic(reference, tmp_path):
     out = tmp_path / "again"
     assert run("none", out, *ARGS).returncode == 0
     assert comparable(out) == reference
+
+
+def test_sigterm_checkpoints_exits_cleanly_and_resumes_identically(reference, tmp_path):
+    out = tmp_path / "run"
+    p = run("term:33", out, *ARGS)
+    assert p.returncode == 130, p.stderr
+    assert f"stopped by SIGTERM at step 33; checkpoint written; resume with: sparsecl train --resume {out}" in p.stderr
+    p = run("none", out, "--resume", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "at task 1, epoch 2, step 33" in p.stdout
+    assert comparable(out) == reference

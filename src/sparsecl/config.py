@@ -120,11 +120,11 @@ class TrainConfig:
         changes; otherwise a density below 1 needs an explicit sparse-training method."""
         sp = self.sparsity
         if self.sparcl.tdm:
+            if sp.density >= 1:
+                raise ValueError("sparcl.tdm needs a target sparsity: set sparsity.density below 1 (e.g. 0.1 for 90 % sparsity)")
             if sp.method not in ("auto", "magnitude"):
                 raise ValueError(f"sparcl.tdm drives the masks itself and cannot run with sparsity.method={sp.method}; "
                                  "leave sparsity.method unset (or magnitude)")
-            if sp.density >= 1:
-                raise ValueError("sparcl.tdm needs a target sparsity: set sparsity.density below 1 (e.g. 0.1 for 90 % sparsity)")
             self.sparsity = dataclasses.replace(sp, method="magnitude", layers=self.sparcl.layers)
         elif sp.method == "auto":
             raise ValueError(f"sparsity.density={sp.density} needs a sparse-training method: set sparsity.method "

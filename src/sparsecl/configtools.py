@@ -65,7 +65,7 @@ def resolve_key(cls: type, key: str) -> str:
         return (preferred or matches)[0]
     if len(matches) > 1:
         raise ConfigError(f"key {key!r} is ambiguous; use one of: {', '.join(matches)}")
-    close = difflib.get_close_matches(key, list(keys) + [k.rsplit(".", 1)[-1] for k in keys], n=3)
+    close = difflib.get_close_matches(key, list(dict.fromkeys([*keys, *(k.rsplit(".", 1)[-1] for k in keys)])), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise ConfigError(f"unknown config key {key!r}{hint}; see `sparsecl train --help` for all keys")
 
@@ -170,8 +170,8 @@ def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {msg}") from None
+        # the section's own checks name their keys (``sparsity.density must be ...``): pass the line on
+        raise ConfigError(str(e).splitlines()[0] if str(e) else f"{prefix.rstrip('.') or 'config'}: {type(e).__name__}") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ which keeps surviving values, starts new positions at zero, and returns the old 
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any
 
@@ -23,7 +24,7 @@ from sparsecl.kernels.backends import BACKEND_CHOICES
 from sparsecl.kernels.csr import CsrStructure, position_map, structure_from_crow_col, structure_from_mask
 
 
-class CsrWeightModule(nn.Module):
+class CsrWeightModule(nn.Module, abc.ABC):
     """Holds ``values`` [nnz], an optional dense ``bias`` [out] and the CSR index buffers of a weight."""
 
     def __init__(
@@ -80,6 +81,10 @@ class CsrWeightModule(nn.Module):
         w = self.values.new_zeros(math.prod(self.weight_shape))
         w[self.structure.flat_index()] = self.values.detach()
         return w.view(self.weight_shape)
+
+    @abc.abstractmethod
+    def to_dense_module(self) -> nn.Module:
+        """The equivalent dense layer (weight = ``to_dense()``)."""
 
     def mask(self) -> torch.Tensor:
         """Dense boolean mask of the active positions, of the weight's shape."""

@@ -42,7 +42,7 @@ class SparseLinear(CsrWeightModule):
         layer._load_dense(w, mask, linear.bias)
         return layer
 
-    def to_linear(self) -> nn.Linear:
+    def to_dense_module(self) -> nn.Linear:
         """An equivalent dense nn.Linear (weight = ``to_dense()``)."""
         v = self.values
         lin = nn.Linear(self.in_features, self.out_features, self.bias is not None, v.device, v.dtype)

@@ -208,7 +208,7 @@ class Trainer:
         r.lr_schedule.apply(st.task_step, st.steps_per_task, r.epochs)
         r.optimizer.zero_grad(set_to_none=True)
         out = r.method.compute_loss(batch)
-        check_loss(out.loss, r.model, st.step, task.id)
+        check_loss(out.loss, r.model, st.step, task.id, batch.x)
         for c in r.components:
             c.before_backward(st, batch, out)
         out.loss.backward()

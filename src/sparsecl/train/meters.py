@@ -26,12 +26,41 @@ def first_nonfinite(model: torch.nn.Module) -> str | None:
     return None
 
 
-def check_loss(loss: torch.Tensor, model: torch.nn.Module, step: int, task: int) -> None:
-    """Raise NumericalFault if ``loss`` is not finite (one host sync per step; cheap on CPU)."""
+@torch.no_grad()
+def first_nonfinite_output(model: torch.nn.Module, x: torch.Tensor) -> str | None:
+    """Name of the first leaf module whose output on ``x`` holds a NaN/Inf (one diagnostic forward)."""
+    found: list[str] = []
+
+    def hook(name: str):  # noqa: ANN202
+        def check(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if not found and torch.is_tensor(output) and not torch.isfinite(output).all():
+                found.append(name)
+        return check
+
+    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook(n)) for n, m in leaves]
+    was_training = model.training
+    try:
+        model.eval()
+        model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return found[0] if found else None
+
+
+def check_loss(loss: torch.Tensor, model: torch.nn.Module, step: int, task: int, x: torch.Tensor) -> None:
+    """Raise NumericalFault if ``loss`` is not finite (one host sync per step; cheap on CPU). The message
+    names the first non-finite weight or gradient, else the first layer whose output on the batch blew up."""
     if not math.isfinite(float(loss.detach())):
         where = first_nonfinite(model)
-        at = f"; first non-finite tensor: {where}" if where else " (all weights finite: the inputs or the loss blew up)"
-        raise NumericalFault(f"loss is {float(loss.detach())} at step {step} (task {task}){at}")
+        if where is None:
+            layer = first_nonfinite_output(model, x)
+            where = f"output of layer {layer}" if layer else None
+        at = f"; first non-finite tensor: {where}" if where else " (weights and activations finite: the loss itself overflowed)"
+        raise NumericalFault(f"loss is {float(loss.detach())} at step {step} (task {task}){at}; "
+                             f"the last checkpoint (if any) is intact; lower lr or set grad_clip")
 
 
 class FlopsMeter(Component):
