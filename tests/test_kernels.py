@@ -1,6 +1,7 @@
 """Truly sparse CSR execution: exact structures, reference equivalence with the masked dense layer
 (forward, input/weight/bias gradients, SGD-momentum and AdamW trajectories), mask rebuilds with optimizer
-state carried over, model conversion round trips, path choice and backend fallback."""
+state carried over, model conversion round trips, path choice, backend fallback, and the direct sparse
+convolution (same checks against F.conv2d on the masked weight)."""
 
 from __future__ import annotations
 
@@ -320,6 +321,8 @@ def test_choose_path_honours_override_and_validates():
         choose_path(10, 10, 8, 0.5, path="cuda")
     with pytest.raises(ValueError, match="density"):
         choose_path(10, 10, 8, 1.5)
+    with pytest.raises(ValueError, match="valid: auto, native, torch"):
+        choose_path(10, 10, 8, 0.5, path="csr", backend="mkl")
     assert PATH_CHOICES == ("auto", "csr", "masked")
 
 

@@ -14,15 +14,6 @@ from sparsecl.sparse.masks import count_for_density, to_groups
 from sparsecl.sparse.schedule import UpdateSchedule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and oversubscribed cores make OpenMP spin: run on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class LinearNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -18,15 +18,6 @@ from sparsecl.sparse.schedule import cubic_sparsity
 from sparsecl.sparse.small_dense import count_params, match_width, target_param_count
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and oversubscribed cores make OpenMP spin: run on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def mlp(hidden: int = 16, seed: int = 0) -> nn.Module:
     model = nn.Sequential(nn.Linear(12, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 4))
     return _init(model, seed)

@@ -35,7 +35,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sparsecl.configtools import ConfigError, load_file, make_config, to_dict
     from sparsecl.train import checkpoint
     from sparsecl.train.build import build_run
-    from sparsecl.train.logging import write_json
     from sparsecl.train.loop import Interrupted, Trainer
 
     if args.keys:
@@ -95,6 +94,30 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """One table over finished runs; FLOPs as "x fewer than" the first run (the baseline)."""
+    import json
+
+    from sparsecl.configtools import ConfigError
+
+    rows = []
+    for d in args.runs:
+        f = Path(d) / "summary.json"
+        if not f.is_file():
+            raise ConfigError(f"{d} has no summary.json (not a finished run)")
+        rows.append((d, json.loads(f.read_text())))
+    base = rows[0][1]["flops"]["train"]
+    head = f"{'run':<28} {'Class-IL':>9} {'Task-IL':>8} {'forget':>7} {'train FLOPs':>12} {'fewer':>7} {'time (s)':>9} {'density':>8}"
+    print(head)
+    print("-" * len(head))
+    for d, s in rows:
+        fl = s["flops"]["train"]
+        print(f"{Path(d).name:<28} {s['final_avg_acc']['class_il']:>9.2f} {s['final_avg_acc']['task_il']:>8.2f} "
+              f"{s['forgetting']['class_il']:>7.2f} {fl:>12.3e} {base / fl:>6.1f}x {s['train_time_s']:>9.1f} "
+              f"{s['density']['overall']:>8.4f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sparsecl",
@@ -119,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("datasets", help="list the datasets found locally and verify their files")
     p.add_argument("--root", help="also look in this folder")
     p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("compare", help="one table over finished runs (FLOPs relative to the first)")
+    p.add_argument("runs", nargs="+", help="run folders; the first is the baseline")
+    p.set_defaults(func=cmd_compare)
 
     from sparsecl.export.cli import add_export_commands
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from sparsecl.configtools import choices
+from sparsecl.configtools import choices, helpfield
 from sparsecl.continual.config import ContinualConfig
 from sparsecl.sparcl.config import SparclConfig
 from sparsecl.sparse.config import SparsityConfig
@@ -21,17 +21,14 @@ AUGMENTS = ("auto", "none", "crop-flip", "crop")
 DEVICES = ("cpu", "cuda", "auto")
 
 
-def _help(text: str, **kw):  # noqa: ANN202 - dataclass field with a help string
-    return field(metadata={"help": text}, **kw)
-
 
 @dataclass
 class CheckpointConfig:
     """When to write crash-safe checkpoints (see sparsecl.train.checkpoint)."""
 
-    every: int = _help("also checkpoint every N optimizer steps (0: only at task ends)", default=0)
-    at_task_end: bool = _help("checkpoint after every task's evaluation", default=True)
-    keep_model: bool = _help("write final_model.pt (the trained weights) into the run folder", default=True)
+    every: int = helpfield("also checkpoint every N optimizer steps (0: only at task ends)", default=0)
+    at_task_end: bool = helpfield("checkpoint after every task's evaluation", default=True)
+    keep_model: bool = helpfield("write final_model.pt (the trained weights) into the run folder", default=True)
 
     def __post_init__(self) -> None:
         if self.every < 0:
@@ -45,38 +42,38 @@ class TrainConfig:
     BARE_KEY_SECTIONS = ("continual",)  # `method=derpp` means continual.method (sparsity.method is dotted)
 
     # data
-    dataset: str = _help("dataset name (sparsecl datasets lists them)", default="fashion-mnist")
-    data_dir: str | None = _help("directory holding the dataset files (else SPARSECL_DATA, cache, system)", default=None)
-    download: bool | None = _help("download when not found locally (none: try when online)", default=None)
-    stream: str = _help("class-il | task-il | permuted | rotated", default="class-il")
-    tasks: int = _help("number of tasks (1: ordinary training)", default=1)
-    class_order: tuple[int, ...] | None = _help("class order for the split, e.g. 3,1,0,2,... (default natural)", default=None)
-    augment: str = _help("auto (crop-flip for CIFAR/Tiny-ImageNet, none for MNIST-like) | none | crop-flip | crop", default="auto")
+    dataset: str = helpfield("dataset name (sparsecl datasets lists them)", default="fashion-mnist")
+    data_dir: str | None = helpfield("directory holding the dataset files (else SPARSECL_DATA, cache, system)", default=None)
+    download: bool | None = helpfield("download when not found locally (none: try when online)", default=None)
+    stream: str = helpfield("class-il | task-il | permuted | rotated", default="class-il")
+    tasks: int = helpfield("number of tasks (1: ordinary training)", default=1)
+    class_order: tuple[int, ...] | None = helpfield("class order for the split, e.g. 3,1,0,2,... (default natural)", default=None)
+    augment: str = helpfield("auto (crop-flip for CIFAR/Tiny-ImageNet, none for MNIST-like) | none | crop-flip | crop", default="auto")
     # model
-    model: str = _help("mlp | cnn | resnet18 | wrn", default="mlp")
-    hidden: tuple[int, ...] = _help("MLP hidden widths", default=(256, 256))
-    nf: int = _help("ResNet-18 base width (64 full, 20 reduced)", default=64)
-    width: int = _help("WideResNet width factor", default=2)
-    depth: int = _help("WideResNet depth", default=22)
+    model: str = helpfield("mlp | cnn | resnet18 | wrn", default="mlp")
+    hidden: tuple[int, ...] = helpfield("MLP hidden widths", default=(256, 256))
+    nf: int = helpfield("ResNet-18 base width (64 full, 20 reduced)", default=64)
+    width: int = helpfield("WideResNet width factor", default=2)
+    depth: int = helpfield("WideResNet depth", default=22)
     # optimisation
-    optimizer: str = _help("sgd | adam | adamw", default="sgd")
-    lr: float = _help("learning rate", default=0.03)
-    momentum: float = _help("SGD momentum", default=0.0)
-    nesterov: bool = _help("SGD Nesterov momentum", default=False)
-    weight_decay: float = _help("weight decay (decoupled for adamw)", default=0.0)
-    lr_schedule: str = _help("constant | cosine | step (restarted at every task)", default="constant")
-    lr_step_epochs: tuple[int, ...] = _help("epochs (within a task) where the step schedule multiplies lr by lr_gamma", default=())
-    lr_gamma: float = _help("step schedule factor", default=0.1)
-    epochs: int = _help("epochs per task", default=1)
-    batch_size: int = _help("minibatch size", default=128)
-    drop_last: bool = _help("drop the last partial batch of an epoch", default=False)
-    grad_clip: float | None = _help("clip the gradient norm to this value (none: off)", default=None)
+    optimizer: str = helpfield("sgd | adam | adamw", default="sgd")
+    lr: float = helpfield("learning rate", default=0.03)
+    momentum: float = helpfield("SGD momentum", default=0.0)
+    nesterov: bool = helpfield("SGD Nesterov momentum", default=False)
+    weight_decay: float = helpfield("weight decay (decoupled for adamw)", default=0.0)
+    lr_schedule: str = helpfield("constant | cosine | step (restarted at every task)", default="constant")
+    lr_step_epochs: tuple[int, ...] = helpfield("epochs (within a task) where the step schedule multiplies lr by lr_gamma", default=())
+    lr_gamma: float = helpfield("step schedule factor", default=0.1)
+    epochs: int = helpfield("epochs per task", default=1)
+    batch_size: int = helpfield("minibatch size", default=128)
+    drop_last: bool = helpfield("drop the last partial batch of an epoch", default=False)
+    grad_clip: float | None = helpfield("clip the gradient norm to this value (none: off)", default=None)
     # run
-    seed: int = _help("seed of every generator of the run", default=0)
-    device: str = _help("cpu | cuda | auto", default="cpu")
-    threads: int | None = _help("torch intra-op threads (none: leave as is)", default=None)
-    eval_batch_size: int = _help("evaluation batch size", default=1000)
-    progress: bool = _help("show a progress bar", default=True)
+    seed: int = helpfield("seed of every generator of the run", default=0)
+    device: str = helpfield("cpu | cuda | auto", default="cpu")
+    threads: int | None = helpfield("torch intra-op threads (none: leave as is)", default=None)
+    eval_batch_size: int = helpfield("evaluation batch size", default=1000)
+    progress: bool = helpfield("show a progress bar", default=True)
     # sections
     continual: ContinualConfig = field(default_factory=ContinualConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)

@@ -22,6 +22,11 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 
+def helpfield(text: str, **kw: Any) -> Any:
+    """A dataclass field carrying its ``--help`` text (``sparsecl train --keys`` prints it)."""
+    return dataclasses.field(metadata={"help": text}, **kw)
+
+
 class ConfigError(ValueError):
     """A wrong config key or value; the message is one line that says what is valid."""
 

@@ -40,7 +40,11 @@ static inline void st_part(float* p, v16 v, int64_t r) {
   _mm512_mask_storeu_ps(p, (__mmask16)((1u << r) - 1u), (__m512)v);
 }
 #else
-static inline v16 ld_part(const float* p, int64_t r) { v16 x = {0}; memcpy(&x, p, (size_t)r * sizeof(float)); return x; }
+static inline v16 ld_part(const float* p, int64_t r) {
+  v16 x = {0};
+  memcpy(&x, p, (size_t)r * sizeof(float));
+  return x;
+}
 static inline void st_part(float* p, v16 v, int64_t r) { memcpy(p, &v, (size_t)r * sizeof(float)); }
 #endif
 static inline float hsum(v16 a) {
@@ -155,7 +159,8 @@ CONV_BLOCK(1, 1)
 void spk_conv_t(int64_t rows, int64_t Ho, int64_t Wo, int64_t Wp, const int32_t* crow, const int32_t* off,
                 const float* val, const float* in, int64_t Np, const float* bias, float* out, int nthreads) {
   const int64_t nnz = crow[rows];
-#pragma omp parallel for collapse(2) schedule(dynamic, 4) num_threads(nthreads) if (nthreads > 1 && nnz * Ho * Wo * Np > 65536)
+#pragma omp parallel for collapse(2) schedule(dynamic, 4) num_threads(nthreads) \
+    if (nthreads > 1 && nnz * Ho * Wo * Np > 65536)
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t ho = 0; ho < Ho; ++ho) {
       const int32_t k0 = crow[r], k1 = crow[r + 1];

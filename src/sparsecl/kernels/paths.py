@@ -102,17 +102,17 @@ PATHS.register("masked")(lambda layer, mask, backend: layer)
 PATH_CHOICES = ("auto", *PATHS.names())
 
 
-def _validate(path: str, density: float) -> None:
+def _validate(path: str, density: float, backend: str) -> None:
     if path not in PATH_CHOICES:
         raise ValueError(f"unknown path {path!r}; valid: {', '.join(PATH_CHOICES)}")
     if not 0.0 <= density <= 1.0:
         raise ValueError(f"density must be in [0, 1], got {density}")
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"unknown kernel backend {backend!r}; valid: {', '.join(BACKEND_CHOICES)}")
 
 
 def cost_model(threads: int, backend: str = "auto") -> CostModel:
     """The fitted model for a thread count and backend ("auto": native where it compiles)."""
-    if backend not in BACKEND_CHOICES:
-        raise ValueError(f"unknown kernel backend {backend!r}; valid: {', '.join(BACKEND_CHOICES)}")
     if backend == "auto":
         backend = "native" if native_kernels() is not None else "torch"
     return COST_MODELS[(backend, 1 if threads <= 1 else 2)]
@@ -127,8 +127,11 @@ def choose_path(
     path: str = "auto",
     backend: str = "auto",
 ) -> str:
-    """"csr" or "masked" for one nn.Linear; ``path`` other than "auto" is returned as is (validated)."""
-    _validate(path, density)
+    """"csr" or "masked" for one nn.Linear; ``path`` other than "auto" is returned as is (validated).
+
+    ``threads`` defaults to ``torch.get_num_threads()``; ``backend`` is the one the layer will use.
+    """
+    _validate(path, density, backend)
     if path != "auto":
         return path
     if density > MAX_CSR_DENSITY:
@@ -147,9 +150,7 @@ def choose_conv_path(conv: nn.Conv2d, density: float, path: str = "auto", backen
     says; so is everything when the native kernels are unavailable or ``backend="torch"``, because the
     conv fallback inside SparseConv2d is the masked dense computation itself.
     """
-    _validate(path, density)
-    if backend not in BACKEND_CHOICES:
-        raise ValueError(f"unknown kernel backend {backend!r}; valid: {', '.join(BACKEND_CHOICES)}")
+    _validate(path, density, backend)
     native = backend != "torch" and native_kernels() is not None
     if path == "masked" or not conv_supported(conv) or not native:
         return "masked"

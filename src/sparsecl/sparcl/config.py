@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from sparsecl.configtools import choices
+from sparsecl.configtools import choices, helpfield
 
-
-def _help(text: str, **kw):  # noqa: ANN202
-    return field(metadata={"help": text}, **kw)
 
 
 @dataclass
@@ -21,29 +18,29 @@ class SparclConfig:
     20 % of gradient entries (g = 0.8) and refreshes its mask every 30 iterations.
     """
 
-    tdm: bool = _help("task-aware dynamic masking (weight sparsity at sparsity.density)", default=False)
-    ddr: bool = _help("dynamic data removal (data sparsity)", default=False)
-    dgm: bool = _help("dynamic gradient masking (gradient sparsity)", default=False)
+    tdm: bool = helpfield("task-aware dynamic masking (weight sparsity at sparsity.density)", default=False)
+    ddr: bool = helpfield("dynamic data removal (data sparsity)", default=False)
+    dgm: bool = helpfield("dynamic gradient masking (gradient sparsity)", default=False)
     # TDM
-    tdm_importance: str = _help("paper: |w| + a|grad current| + b|grad buffer| (accumulated) | release: |w| + 0.5|grad total| (last batch)", default="paper")
-    tdm_alpha_w: float = _help("weight of the current-task gradient in the weight importance", default=0.5)
-    tdm_beta_w: float = _help("weight of the buffer gradient in the weight importance", default=0.5)
-    tdm_grad_batches: int = _help("batches whose gradients the paper-form importance accumulates", default=5)
-    tdm_step: float = _help("the +/- density excursion e of a shrink/expand (fraction of each layer)", default=0.01)
-    tdm_interval: float = _help("intra-task shrink-then-expand period, as a fraction of the task", default=0.1)
-    tdm_freeze: float = _help("inter-task shrink point (mask frozen after), as a fraction of the task", default=0.9)
-    tdm_regrow: str = _help("random (release) | gradient (RigL-style)", default="random")
-    layers: str = _help("which layers TDM/DGM sparsify: sparcl (release: residual 3x3 convs / MLP hidden layers) | all", default="sparcl")
+    tdm_importance: str = helpfield("paper: |w| + a|grad current| + b|grad buffer| (accumulated) | release: |w| + 0.5|grad total| (last batch)", default="paper")
+    tdm_alpha_w: float = helpfield("weight of the current-task gradient in the weight importance", default=0.5)
+    tdm_beta_w: float = helpfield("weight of the buffer gradient in the weight importance", default=0.5)
+    tdm_grad_batches: int = helpfield("batches whose gradients the paper-form importance accumulates", default=5)
+    tdm_step: float = helpfield("the +/- density excursion e of a shrink/expand (fraction of each layer)", default=0.01)
+    tdm_interval: float = helpfield("intra-task shrink-then-expand period, as a fraction of the task", default=0.1)
+    tdm_freeze: float = helpfield("inter-task shrink point (mask frozen after), as a fraction of the task", default=0.9)
+    tdm_regrow: str = helpfield("random (release) | gradient (RigL-style)", default="random")
+    layers: str = helpfield("which layers TDM/DGM sparsify: sparcl (release: residual 3x3 convs / MLP hidden layers) | all", default="sparcl")
     # DDR
-    ddr_ratio: float = _help("total fraction of each task's data removed", default=0.3)
-    ddr_removals: int = _help("number of equal removal steps", default=4)
-    ddr_start: float = _help("first removal, as a fraction of the task", default=0.1)
-    ddr_interval: float = _help("time between removals, as a fraction of the task", default=0.1)
+    ddr_ratio: float = helpfield("total fraction of each task's data removed", default=0.3)
+    ddr_removals: int = helpfield("number of equal removal steps", default=4)
+    ddr_start: float = helpfield("first removal, as a fraction of the task", default=0.1)
+    ddr_interval: float = helpfield("time between removals, as a fraction of the task", default=0.1)
     # DGM
-    dgm_ratio: float = _help("g: fraction of each sparse layer's gradient entries dropped (over all entries)", default=0.8)
-    dgm_interval: int = _help("iterations between gradient-mask refreshes", default=30)
-    dgm_alpha_g: float = _help("weight of the current-task gradient in the gradient importance", default=0.5)
-    dgm_beta_g: float = _help("weight of the buffer gradient in the gradient importance", default=0.5)
+    dgm_ratio: float = helpfield("g: fraction of each sparse layer's gradient entries dropped (over all entries)", default=0.8)
+    dgm_interval: int = helpfield("iterations between gradient-mask refreshes", default=30)
+    dgm_alpha_g: float = helpfield("weight of the current-task gradient in the gradient importance", default=0.5)
+    dgm_beta_g: float = helpfield("weight of the buffer gradient in the gradient importance", default=0.5)
 
     def __post_init__(self) -> None:
         choices("sparcl.tdm_importance", self.tdm_importance, ("paper", "release"))

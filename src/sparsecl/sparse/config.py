@@ -7,17 +7,15 @@ method-specific checks live on the method (``SparseMethod.validate``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from sparsecl.configtools import helpfield
 from sparsecl.sparse.distributions import DISTRIBUTIONS, SCORED_DISTRIBUTIONS
 from sparsecl.sparse.filters import LAYER_FILTERS
 from sparsecl.sparse.methods import SPARSE_METHODS
 from sparsecl.sparse.patterns import MASK_PATTERNS
 from sparsecl.sparse.schedule import DROP_SCHEDULES
 
-
-def _help(text: str, **kw):  # noqa: ANN202 - dataclass field with a help string
-    return field(metadata={"help": text}, **kw)
 
 
 def _choice(name: str, value: str, valid: list[str]) -> None:
@@ -29,28 +27,28 @@ def _choice(name: str, value: str, valid: list[str]) -> None:
 class SparsityConfig:
     """Sparse training: RigL and its family (spec/SPARSE_TRAINING.md)."""
 
-    method: str = _help("auto (dense at density 1) | dense | static | magnitude | snip | set | snfs | rigl | gmp | lth | small_dense", default="auto")
-    density: float = _help("target fraction of active weights over the sparse layers, in (0, 1]", default=1.0)
-    distribution: str = _help("uniform | er | erk | custom | global (snip/gmp/lth only)", default="uniform")
-    custom_densities: dict[str, float] | None = _help("layer name -> density (distribution=custom)", default=None)
-    layers: str = _help("all | sparcl | comma list of module names", default="all")
-    dense_first: bool = _help("keep the first Linear/Conv of the model dense", default=False)
-    dense_last: bool = _help("keep the last Linear/Conv of the model dense", default=False)
-    delta_t: int = _help("steps between mask updates (set/snfs/rigl/gmp)", default=100)
-    t_end: float = _help("last mask update, as a fraction of training", default=0.75)
-    begin: float = _help("first possible mask update, as a fraction of training", default=0.0)
-    drop_fraction: float = _help("alpha: fraction of active weights dropped per update, before decay", default=0.3)
-    drop_schedule: str = _help("cosine | linear | constant decay of the drop fraction", default="cosine")
-    grad_accumulation: int = _help("rigl: batches whose dense gradients are summed for the grow score", default=1)
-    multiplier: int = _help("RigL_Mx: train M times longer (epochs scaled), schedule anchors scale along", default=1)
-    gmp_begin: float = _help("gmp: pruning starts, fraction of training", default=0.0)
-    gmp_end: float = _help("gmp: pruning ends at the target density, fraction of training", default=0.75)
-    gmp_initial_density: float = _help("gmp: density at gmp_begin (1: start dense)", default=1.0)
-    lth_rounds: int = _help("lth: pruning rounds R (R + 1 trainings, the last at the target density)", default=3)
-    lth_rewind_step: int = _help("lth: rewind survivors to their value after this step (0: initialisation)", default=0)
-    pattern: str = _help("unstructured | n:m", default="unstructured")
-    nm_n: int = _help("n:m pattern: weights kept per group", default=2)
-    nm_m: int = _help("n:m pattern: group size along the input dimension", default=4)
+    method: str = helpfield("auto (dense at density 1) | dense | static | magnitude | snip | set | snfs | rigl | gmp | lth | small_dense", default="auto")
+    density: float = helpfield("target fraction of active weights over the sparse layers, in (0, 1]", default=1.0)
+    distribution: str = helpfield("uniform | er | erk | custom | global (snip/gmp/lth only)", default="uniform")
+    custom_densities: dict[str, float] | None = helpfield("layer name -> density (distribution=custom)", default=None)
+    layers: str = helpfield("all | sparcl | comma list of module names", default="all")
+    dense_first: bool = helpfield("keep the first Linear/Conv of the model dense", default=False)
+    dense_last: bool = helpfield("keep the last Linear/Conv of the model dense", default=False)
+    delta_t: int = helpfield("steps between mask updates (set/snfs/rigl/gmp)", default=100)
+    t_end: float = helpfield("last mask update, as a fraction of training", default=0.75)
+    begin: float = helpfield("first possible mask update, as a fraction of training", default=0.0)
+    drop_fraction: float = helpfield("alpha: fraction of active weights dropped per update, before decay", default=0.3)
+    drop_schedule: str = helpfield("cosine | linear | constant decay of the drop fraction", default="cosine")
+    grad_accumulation: int = helpfield("rigl: batches whose dense gradients are summed for the grow score", default=1)
+    multiplier: int = helpfield("RigL_Mx: train M times longer (epochs scaled), schedule anchors scale along", default=1)
+    gmp_begin: float = helpfield("gmp: pruning starts, fraction of training", default=0.0)
+    gmp_end: float = helpfield("gmp: pruning ends at the target density, fraction of training", default=0.75)
+    gmp_initial_density: float = helpfield("gmp: density at gmp_begin (1: start dense)", default=1.0)
+    lth_rounds: int = helpfield("lth: pruning rounds R (R + 1 trainings, the last at the target density)", default=3)
+    lth_rewind_step: int = helpfield("lth: rewind survivors to their value after this step (0: initialisation)", default=0)
+    pattern: str = helpfield("unstructured | n:m", default="unstructured")
+    nm_n: int = helpfield("n:m pattern: weights kept per group", default=2)
+    nm_m: int = helpfield("n:m pattern: group size along the input dimension", default=4)
 
     def __post_init__(self) -> None:
         _choice("method", self.method, ["auto", *SPARSE_METHODS.names()])

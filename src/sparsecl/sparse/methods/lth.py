@@ -24,6 +24,7 @@ from sparsecl.sparse.methods.base import SPARSE_METHODS, LossClosure, SparseMeth
 
 if TYPE_CHECKING:
     from sparsecl.sparse.engine import MaskEngine
+    from sparsecl.sparse.config import SparsityConfig
 
 
 @SPARSE_METHODS.register("lth")
@@ -41,7 +42,7 @@ class LTH(SparseMethod):
         self._snapshot: dict[str, torch.Tensor] | None = None
 
     @classmethod
-    def rounds(cls, cfg: SparsityConfig) -> int:  # type: ignore[override]
+    def rounds(cls, cfg: SparsityConfig) -> int:
         return cfg.lth_rounds + 1
 
     def initial_masks(self, loss_closure: LossClosure | None) -> list[torch.Tensor]:

@@ -1,0 +1,77 @@
+"""Continual-learning anchor protocol (issue "Continual learning core").
+
+Split Fashion-MNIST, class-incremental, 5 tasks x 2 classes in natural order; MLP 784-256-256-10 (PyTorch
+default init), one 10-way head; plain SGD lr 0.03, no momentum; batch 32, replay minibatch 32, buffer 500;
+inputs scaled to [0, 1] and normalised (0.2860, 0.3530), no augmentation; 1 epoch per task (and 5);
+seeds 0, 1, 2; 2 threads. Reported: final average Class-IL and Task-IL accuracy (mean ± std over seeds),
+forgetting, and training wall time (median), next to a bare PyTorch loop doing naive fine-tuning on the
+same tensors (medians of interleaved repeats).
+
+usage: python benchmarks/bench_continual.py [--epochs 1 5] [--methods sgd er derpp] [--seeds 0 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+from common import bare_sgd_seconds, fmt, mean_std, run_config, table, write_json
+
+PROTOCOL = ["dataset=fashion-mnist", "model=mlp", "hidden=256,256", "stream=class-il", "tasks=5", "lr=0.03",
+            "batch_size=32", "replay_batch_size=32", "threads=2"]
+METHOD_ARGS = {
+    "sgd": ["method=sgd"],
+    "er": ["method=er", "buffer_size=500"],
+    "der": ["method=der", "buffer_size=500", "alpha=0.3"],
+    "derpp": ["method=derpp", "buffer_size=500", "alpha=0.1", "beta=0.5"],
+    "agem": ["method=agem", "buffer_size=500"],
+    "er_ace": ["method=er_ace", "buffer_size=500"],
+}
+AVALANCHE = {"sgd": (19.95, "3.0-4.8"), "er": (78.3, "3.5-4.9"), "derpp": (79.7, "5.7-7.6")}  # from the issue
+
+
+def bare_finetune(seed: int, epochs: int) -> float:
+    """Naive fine-tuning over the 5 tasks as a plain loop on the same tensors: seconds of training."""
+    from sparsecl.data.registry import load_dataset
+
+    y = load_dataset("fashion-mnist").y_train
+    tasks = [((y == 2 * t) | (y == 2 * t + 1)).nonzero().flatten() for t in range(5)]
+    return bare_sgd_seconds(tasks, epochs, 32, 0.03, 0.0, seed)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, nargs="+", default=[1, 5])
+    ap.add_argument("--methods", nargs="+", default=list(METHOD_ARGS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = ap.parse_args()
+    results: dict = {}
+    for epochs in args.epochs:
+        rows, bare = [], []
+        for seed in args.seeds:  # interleave methods and the bare loop inside each seed
+            for m in args.methods:
+                s = run_config([*PROTOCOL, *METHOD_ARGS[m], f"epochs={epochs}", f"seed={seed}"])
+                results.setdefault(f"{m}@{epochs}", []).append(
+                    {k: s[k] for k in ("final_avg_acc", "forgetting", "bwt", "train_time_s", "examples_processed", "acc_matrix")})
+            bare.append(bare_finetune(seed, epochs))
+        results[f"bare@{epochs}"] = bare
+        bare_med = statistics.median(bare)
+        for m in args.methods:
+            rs = results[f"{m}@{epochs}"]
+            cil = mean_std(r["final_avg_acc"]["class_il"] for r in rs)
+            til = mean_std(r["final_avg_acc"]["task_il"] for r in rs)
+            fgt = mean_std(r["forgetting"]["class_il"] for r in rs)
+            t = statistics.median(r["train_time_s"] for r in rs)
+            av = AVALANCHE.get(m) if epochs == 1 else None
+            rows.append([m, fmt(*cil), fmt(*til), fmt(*fgt), f"{t:.2f}",
+                         f"{t / bare_med:.2f}x" if m == "sgd" else "",
+                         f"{av[0]} / {av[1]} s" if av else ""])
+        print(f"\n## Split Fashion-MNIST, 5 x 2 classes, {epochs} epoch(s) per task, seeds {args.seeds}\n")
+        print(table(["method", "Class-IL", "Task-IL", "forgetting (CIL)", "train time (s, median)",
+                     "vs bare loop", "Avalanche 0.6.0 (acc / time, from the issue)"], rows))
+        print(f"\nbare PyTorch fine-tune loop: median {bare_med:.2f} s ({[round(b, 2) for b in bare]})")
+    write_json("continual.json", {"protocol": PROTOCOL, "methods": METHOD_ARGS, "results": results})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""Benchmark: truly sparse (CSR) training steps versus dense and masked-dense steps on CPU.
+
+Default run: MLP 784-1000-1000-10 (the SET/RigL MLP) with both hidden layers sparse and the classifier
+dense, batch 32 and 128, densities 0.10/0.05/0.02/0.01, ``torch.set_num_threads(2)``. For each point it
+times one full training step (forward + backward + SGD-momentum step) of
+
+  dense        plain nn.Linear layers,
+  masked       dense layers whose weights are multiplied by the mask (gradient masked, weight re-masked
+               after the step: what every mask-based sparse-training library does),
+  csr_native   ``sparsify_model(path="csr", backend="native")``: SparseLinear on the C kernels,
+  csr_torch    the same on torch.sparse CSR ops (MKL),
+
+and reports ms/step, speed-up versus dense, and weight + optimizer-state bytes (CSR index bytes apart).
+Prints a markdown table and writes ``benchmarks/out/kernels.json``.
+
+``--conv`` times forward + backward of one stride-1 3x3 layer per ResNet-18 CIFAR stage at batch 32,
+dense nn.Conv2d versus SparseConv2d (direct sparse convolution), at densities 0.10 and 0.05, and writes
+``benchmarks/out/kernels_conv.json``.
+
+``--calibrate`` instead times one layer's step (masked versus csr, both backends) over a grid of shapes,
+batches, densities and thread counts: the measurements behind ``sparsecl.kernels.paths``' cost models.
+It writes ``benchmarks/out/kernels_calibration.json`` and counts the points where ``choose_path`` picks
+csr although csr measured slower.
+
+Timing: ``torch.utils.benchmark.Timer.blocked_autorange`` medians; every path is timed ``--rounds``
+times, interleaved with the others, and the best median is kept, because the CPU may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.benchmark import Timer
+
+from sparsecl.kernels import SparseConv2d, SparseLinear, choose_path, sparsify_model
+from sparsecl.models.mlp import MLP
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+OUT = Path(__file__).resolve().parent / "out"
+Step = Callable[[], None]
+
+
+def random_mask(shape: tuple[int, int], density: float, gen: torch.Generator) -> torch.Tensor:
+    """Exactly round(density * numel) True entries, uniformly placed."""
+    n = shape[0] * shape[1]
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.randperm(n, generator=gen)[: round(density * n)]] = True
+    return mask.view(shape)
+
+
+def median_ms(fn: Step, min_run_time: float) -> float:
+    fn()  # warm-up (allocations, lazily built kernels)
+    return Timer("fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def best_of_medians(steps: dict[str, Step], rounds: int, min_run_time: float) -> dict[str, float]:
+    """Each step timed ``rounds`` times, interleaved; the best of its medians (robust on a shared CPU)."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, fn in steps.items():
+            times[name].append(median_ms(fn, min_run_time))
+    return {name: min(t) for name, t in times.items()}
+
+
+def make_step(
+    model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], masks: dict[str, torch.Tensor] | None = None
+) -> tuple[Step, torch.optim.Optimizer]:
+    """One SGD-momentum step; with ``masks`` the masked-dense discipline (mask grads, re-mask weights)."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    params = dict(model.named_parameters())
+    masked = [(params[n], m) for n, m in (masks or {}).items()]
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model).backward()
+        for p, m in masked:
+            p.grad.mul_(m)
+        opt.step()
+        with torch.no_grad():
+            for p, m in masked:
+                p.mul_(m)
+
+    return step, opt
+
+
+def state_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, int]:
+    """(weight + optimizer-state bytes, CSR index bytes) of a model after at least one step."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    opt_state = sum(
+        t.numel() * t.element_size() for st in opt.state.values() for t in st.values() if isinstance(t, torch.Tensor)
+    )
+    index = sum(
+        b.numel() * b.element_size() for m in model.modules() if isinstance(m, SparseLinear) for b in m.buffers()
+    )
+    return weights + opt_state, index
+
+
+# ---------------------------------------------------------------------------------------------- MLP
+MLP_PATHS = ("dense", "masked", "csr_native", "csr_torch")
+
+
+def bench_mlp(batches: list[int], densities: list[float], min_run_time: float, rounds: int, seed: int) -> list[dict]:
+    rows = []
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # nn.Linear's default init uses the global RNG; pinned for this script
+    base = MLP(784, (1000, 1000), 10)
+    for batch in batches:
+        x = torch.randn(batch, 784, generator=gen)
+        y = torch.randint(0, 10, (batch,), generator=gen)
+        for density in densities:
+            masks = {n: random_mask(tuple(p.shape), density, gen) for n, p in base.named_parameters()
+                     if n.startswith("hidden.") and n.endswith(".weight")}
+            models = {name: MLP(784, (1000, 1000), 10) for name in MLP_PATHS}
+            for m in models.values():
+                m.load_state_dict(base.state_dict())
+            sparsify_model(models["csr_native"], masks, path="csr", backend="native")
+            sparsify_model(models["csr_torch"], masks, path="csr", backend="torch")
+            steps, opts = {}, {}
+            for name, m in models.items():
+                loss = lambda model: F.cross_entropy(model(x), y)  # noqa: E731
+                steps[name], opts[name] = make_step(m, loss, masks if name == "masked" else None)
+            ms = best_of_medians(steps, rounds, min_run_time)
+            row = {"batch": batch, "density": density, "threads": torch.get_num_threads()}
+            for name in MLP_PATHS:
+                row[f"{name}_ms"] = ms[name]
+                row[f"{name}_speedup"] = ms["dense"] / ms[name]
+                row[f"{name}_state_bytes"], row[f"{name}_index_bytes"] = state_bytes(models[name], opts[name])
+            row["masked_mask_bytes"] = sum(m.numel() for m in masks.values())
+            row["auto_paths"] = [choose_path(m.shape[0], m.shape[1], batch, density) for m in masks.values()]
+            rows.append(row)
+            print(_mlp_line(row), flush=True)
+    return rows
+
+
+MLP_HEADER = (
+    "| batch | density | dense ms | masked ms (x) | csr native ms (x) | csr torch ms (x) "
+    "| dense MB | csr MB + index MB | auto |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def _mlp_line(r: dict) -> str:
+    mb = 2.0**20
+    cells = [str(r["batch"]), f"{r['density']:.2f}", f"{r['dense_ms']:.2f}"]
+    cells += [f"{r[f'{n}_ms']:.2f} ({r[f'{n}_speedup']:.2f}x)" for n in MLP_PATHS[1:]]
+    cells += [f"{r['dense_state_bytes'] / mb:.2f}",
+              f"{r['csr_native_state_bytes'] / mb:.2f} + {r['csr_native_index_bytes'] / mb:.2f}",
+              "/".join(r["auto_paths"])]
+    return "| " + " | ".join(cells) + " |"
+
+
+# ---------------------------------------------------------------------------------------------- calibration
+def layer_steps(
+    out_f: int, in_f: int, batch: int, density: float, gen: torch.Generator, backend: str
+) -> dict[str, Step]:
+    """One layer's step (its input needs a gradient, as for any layer but the first): masked and csr."""
+    mask = random_mask((out_f, in_f), density, gen)
+    lin = nn.Linear(in_f, out_f)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(out_f, in_f, generator=gen) / in_f**0.5)
+    x = torch.randn(batch, in_f, generator=gen).requires_grad_()
+    gy = torch.randn(batch, out_f, generator=gen)
+
+    def loss(module: nn.Module) -> torch.Tensor:
+        x.grad = None
+        return (module(x) * gy).sum()  # d loss / d y = gy
+
+    masked, _ = make_step(lin, loss, {"weight": mask})
+    csr, _ = make_step(SparseLinear.from_dense(lin, mask, backend), loss)
+    return {"masked": masked, "csr": csr}
+
+
+def calibrate(min_run_time: float, rounds: int, seed: int) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(256, 256), (1000, 784), (1000, 1000), (2000, 2000)]
+    batches = [8, 32, 128, 512]
+    densities = [0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01]
+    backends = ("native", "torch")
+    rows = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for (out_f, in_f), batch, density in ((s, b, d) for s in shapes for b in batches for d in densities):
+            row = {"threads": threads, "out": out_f, "in": in_f, "batch": batch, "density": density}
+            for backend in backends:
+                ms = best_of_medians(layer_steps(out_f, in_f, batch, density, gen, backend), rounds, min_run_time)
+                row[f"masked_ms_{backend}"], row[f"csr_ms_{backend}"] = ms["masked"], ms["csr"]
+                row[f"choose_path_{backend}"] = choose_path(out_f, in_f, batch, density, threads, backend=backend)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    for backend in backends:
+        bad = [r for r in rows
+               if r[f"choose_path_{backend}"] == "csr" and r[f"csr_ms_{backend}"] > r[f"masked_ms_{backend}"]]
+        print(f"{backend}: choose_path picked csr where csr measured slower at {len(bad)} of {len(rows)} points")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- convolution
+RESNET18_CIFAR_3X3 = ((64, 32), (128, 16), (256, 8), (512, 4))  # (channels, feature-map side) per stage
+
+
+def bench_conv(batch: int, densities: list[float], min_run_time: float, rounds: int, seed: int) -> list[dict]:
+    """One stride-1 3x3 layer of each ResNet-18 CIFAR stage: forward + backward (input and weight
+    gradients), dense nn.Conv2d versus SparseConv2d (native direct sparse convolution)."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for channels, side in RESNET18_CIFAR_3X3:
+        conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        with torch.no_grad():
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) / (9 * channels) ** 0.5)
+        x = torch.randn(batch, channels, side, side, generator=gen).requires_grad_()
+        gy = torch.randn(batch, channels, side, side, generator=gen)
+
+        def step(module: nn.Module) -> Step:
+            def run() -> None:
+                x.grad = None
+                for p in module.parameters():
+                    p.grad = None
+                module(x).backward(gy)
+            return run
+
+        for density in densities:
+            mask = torch.rand(conv.weight.shape, generator=gen) < density
+            sparse = SparseConv2d.from_dense(conv, mask, backend="native")
+            ms = best_of_medians({"dense": step(conv), "csr": step(sparse)}, rounds, min_run_time)
+            rows.append({"channels": channels, "side": side, "batch": batch, "density": density,
+                         "threads": torch.get_num_threads(), "dense_ms": ms["dense"], "csr_ms": ms["csr"],
+                         "speedup": ms["dense"] / ms["csr"]})
+            print(f"| {channels} | {side}x{side} | {density:.2f} | {ms['dense']:.2f} | {ms['csr']:.2f} "
+                  f"| {ms['dense'] / ms['csr']:.2f} |", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batches", type=int, nargs="+", default=[32, 128])
+    ap.add_argument("--densities", type=float, nargs="+", default=[0.10, 0.05, 0.02, 0.01])
+    ap.add_argument("--min-run-time", type=float, default=0.5, help="seconds per timed median")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved repeats; the best median is kept")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--calibrate", action="store_true", help="time the per-layer grid behind choose_path")
+    ap.add_argument("--conv", action="store_true", help="ResNet-18 CIFAR 3x3 layers, batch 32: dense vs sparse")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    meta = {"torch": torch.__version__, "machine": platform.machine(), "mkl": torch.backends.mkl.is_available(),
+            "seed": args.seed, "rounds": args.rounds, "min_run_time": args.min_run_time}
+    if args.conv:
+        torch.set_num_threads(args.threads)
+        print("| channels | map | density | dense ms | csr ms | speed-up |\n|---|---|---|---|---|---|")
+        rows = bench_conv(32, [0.10, 0.05], args.min_run_time, args.rounds, args.seed)
+        out = args.out or OUT / "kernels_conv.json"
+    elif args.calibrate:
+        rows = calibrate(args.min_run_time, args.rounds, args.seed)
+        out = args.out or OUT / "kernels_calibration.json"
+    else:
+        torch.set_num_threads(args.threads)
+        print(MLP_HEADER)
+        rows = bench_mlp(args.batches, args.densities, args.min_run_time, args.rounds, args.seed)
+        out = args.out or OUT / "kernels.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""SparCL benchmark (issue "SparCL"): accuracy, training FLOPs and time of SparCL-ER / SparCL-DER++.
+
+Split Fashion-MNIST, class-incremental 5 x 2; MLP 784-256-256-10 with its two hidden layers sparse (the
+classifier dense, as the release keeps it); SGD lr 0.03; batch 32; replay minibatch 32; buffer 500; masked
+head on the current-data CE for every row (SparCL's ``--use_cl_mask``; the dense baselines use it too, so
+"dense" is the same method without sparsity). SparCL defaults: TDM e = 1 %, every 0.1 of a task, frozen at
+0.9; DDR 30 % in 4 steps from 0.1 of a task; DGM refreshes every 30 iterations and keeps 0.8 x density of
+each sparse layer's gradient entries (g = 1 - 0.8 d: the release's 0.80 at 75 % sparsity).
+
+Training FLOPs are reported as "x fewer than the dense run of the same method" (that run's counted FLOPs
+divided by this run's), the SparCL/RigL convention.
+
+usage:
+  python benchmarks/bench_sparcl.py grid --epochs 5 --seeds 0 1 2 --jobs 2
+  python benchmarks/bench_sparcl.py ddr-time --epochs 5 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+from common import fmt, mean_std, run_config, run_many, table, write_json
+
+BASE = ["dataset=fashion-mnist", "model=mlp", "hidden=256,256", "stream=class-il", "tasks=5", "lr=0.03",
+        "batch_size=32", "replay_batch_size=32", "buffer_size=500", "masked_head=true"]
+HOST = {"er": ["method=er"], "derpp": ["method=derpp", "alpha=0.1", "beta=0.5"]}
+
+
+def sparcl(density: float, tdm: bool = True, ddr: bool = True, dgm: bool = True) -> list[str]:
+    return [f"sparsity.density={density}", f"sparcl.tdm={str(tdm).lower()}", f"sparcl.ddr={str(ddr).lower()}",
+            f"sparcl.dgm={str(dgm).lower()}", f"sparcl.dgm_ratio={round(1 - 0.8 * density, 4)}"]
+
+
+def rows_spec() -> list[tuple[str, str, list[str]]]:
+    rows = [("dense ER", "er", []), ("dense DER++", "derpp", [])]
+    for host, name in (("er", "SparCL-ER"), ("derpp", "SparCL-DER++")):
+        for sp in (0.75, 0.90, 0.95):
+            rows.append((f"{name} {int(sp * 100)} %", host, sparcl(round(1 - sp, 2))))
+    rows += [("DER++ 90 % TDM only", "derpp", sparcl(0.1, ddr=False, dgm=False)),
+             ("DER++ 90 % TDM+DDR", "derpp", sparcl(0.1, dgm=False)),
+             ("DER++ 90 % TDM+DGM", "derpp", sparcl(0.1, ddr=False))]
+    return rows
+
+
+def grid(args: argparse.Namespace) -> None:
+    spec = rows_spec()
+    jobs, keys = [], []
+    for epochs in args.epochs:
+        for name, host, extra in spec:
+            for seed in args.seeds:
+                jobs.append([*BASE, *HOST[host], *extra, f"epochs={epochs}", f"seed={seed}", f"threads={args.threads}"])
+                keys.append((epochs, name, host, seed))
+    summaries = run_many(jobs, args.jobs)
+    results: dict = {}
+    for (epochs, name, host, seed), s in zip(keys, summaries):
+        results.setdefault(f"{epochs}|{name}", []).append(
+            {"seed": seed, "host": host, "final_avg_acc": s["final_avg_acc"], "forgetting": s["forgetting"],
+             "flops": s["flops"], "train_time_s": s["train_time_s"], "density": s["density"]["overall"],
+             "examples_processed": s["examples_processed"], "data_examples": s["data_examples"]})
+    for epochs in args.epochs:
+        dense_flops = {h: statistics.fmean(r["flops"]["train"] for r in results[f"{epochs}|dense {n}"])
+                       for h, n in (("er", "ER"), ("derpp", "DER++"))}
+        rows = []
+        for name, host, _ in spec:
+            rs = results[f"{epochs}|{name}"]
+            flops = statistics.fmean(r["flops"]["train"] for r in rs)
+            rows.append([name, fmt(*mean_std(r["final_avg_acc"]["class_il"] for r in rs)),
+                         fmt(*mean_std(r["final_avg_acc"]["task_il"] for r in rs)),
+                         fmt(*mean_std(r["forgetting"]["class_il"] for r in rs)),
+                         f"{flops:.3e}", f"{dense_flops[host] / flops:.1f}x",
+                         f"{statistics.median(r['train_time_s'] for r in rs):.1f}",
+                         f"{statistics.fmean(r['density'] for r in rs):.4f}"])
+        print(f"\n## {epochs} epochs per task, seeds {args.seeds} (mean ± std)\n")
+        print(table(["row", "Class-IL", "Task-IL", "forgetting (CIL)", "train FLOPs", "fewer than dense",
+                     "train time (s, median)", "final density"], rows))
+    write_json(f"sparcl_grid_{'_'.join(map(str, args.epochs))}.json", {"base": BASE, "results": results})
+
+
+def ddr_time(args: argparse.Namespace) -> None:
+    """Wall time with DDR on vs off (SparCL-DER++ 90 % TDM+DGM), interleaved, sequential, same threads."""
+    off_cfg = [*BASE, *HOST["derpp"], *sparcl(0.1, ddr=False), f"epochs={args.epochs[0]}", f"threads={args.threads}"]
+    on_cfg = [*BASE, *HOST["derpp"], *sparcl(0.1), f"epochs={args.epochs[0]}", f"threads={args.threads}"]
+    off, on = [], []
+    for r in range(args.repeats):
+        off.append(run_config([*off_cfg, f"seed={r}"])["train_time_s"])
+        on.append(run_config([*on_cfg, f"seed={r}"])["train_time_s"])
+    ratio = statistics.median(on) / statistics.median(off)
+    print(f"\n## DDR in real time ({args.epochs[0]} epochs per task, {args.threads} threads, {args.repeats} interleaved repeats)\n")
+    print(table(["run", "train time (s), each", "median"], [
+        ["TDM+DGM (DDR off)", ", ".join(f"{t:.1f}" for t in off), f"{statistics.median(off):.1f}"],
+        ["TDM+DGM+DDR (DDR on)", ", ".join(f"{t:.1f}" for t in on), f"{statistics.median(on):.1f}"],
+        ["on / off", "", f"{ratio:.3f} (target <= 0.85: {'PASS' if ratio <= 0.85 else 'FAIL'})"]]))
+    write_json("sparcl_ddr_time.json", {"off": off, "on": on, "ratio_of_medians": ratio})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("part", choices=("grid", "ddr-time"))
+    ap.add_argument("--epochs", type=int, nargs="+", default=[5])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=1, help="parallel processes (use --threads 1 then)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    (grid if args.part == "grid" else ddr_time)(args)
+
+
+if __name__ == "__main__":
+    main()

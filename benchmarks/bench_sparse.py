@@ -1,0 +1,451 @@
+"""Benchmark: the sparse-training engine on single-task Fashion-MNIST (issue "Sparse training engine").
+
+Part 1, accuracy grid. LeNet-300-100 (``model=mlp hidden=300,100``) and the small CNN (``model=cnn``),
+every sparse method of the engine at 80 / 90 / 95 % sparsity (density 0.2 / 0.1 / 0.05), several seeds:
+test accuracy (mean ± sample std over seeds), training and inference FLOPs as a fraction of the dense
+baseline's (RigL appendix convention, counted by the run's own ``FlopsMeter``), and time. Baselines: Dense
+and Small-Dense (same parameter count; the library builds it for the MLP only). The RigL family and every
+other method use the ERK distribution; RigL with the uniform distribution is a comparison row. Each grid
+point is one ``sparsecl train`` equivalent run in a worker process (``--jobs`` at a time, ``threads=1``).
+
+Part 2, engine overhead, in ONE process with interleaved repeats (dense, RigL, RigL, dense, ...):
+training time (the loop's ``train_time_s``, evaluation excluded) of RigL (ERK 90 %, delta_t = 100) over
+dense on LeNet-300-100 and 784-1000-1000-10, and the cost of one mask update in normal steps: every
+training step and every ``engine.step()`` is timed; an update step is one whose ``StepInfo.updated`` is
+set; cost = (median update step - median normal step) / median normal step.
+
+Targets (reported PASS/FAIL, never enforced): RigL-ERK at 90 % within 1.0 point of dense, at 95 % within
+2.0 points; RigL >= SET >= Static (mean accuracy, per model and sparsity); RigL / dense training time
+<= 1.05x; one mask update <= 3 normal steps.
+
+Outputs: markdown tables on stdout, ``benchmarks/out/sparse.json`` and ``benchmarks/RESULTS_sparse.md``.
+Every finished grid run is also appended to ``benchmarks/out/sparse_runs.jsonl``; ``--reuse`` takes runs of
+an identical config (same override list) from there instead of training them again.
+
+    python benchmarks/bench_sparse.py --jobs 2                  # the full benchmark
+    python benchmarks/bench_sparse.py --quick                   # smoke test on sklearn digits, < 1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import shlex
+import statistics
+import sys
+import time
+from collections import defaultdict
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sparse_common import machine, markdown_table, mean_std, pm, spread, timed_fit, train_one
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+
+MODELS = {"mlp": ("LeNet-300-100", ["model=mlp", "hidden=300,100"]), "cnn": ("small CNN", ["model=cnn"])}
+OVERHEAD_MODELS = {"LeNet-300-100": ["model=mlp", "hidden=300,100"],
+                   "784-1000-1000-10": ["model=mlp", "hidden=1000,1000"]}
+# (method, distribution) rows; dense runs once at density 1. small_dense widens only mlp/resnet18.
+SPARSE_ROWS = [(m, "erk") for m in ("static", "magnitude", "snip", "set", "snfs", "rigl", "gmp", "lth")]
+SMALL_DENSE_MODELS = ("mlp",)
+DENSITIES = (0.2, 0.1, 0.05)
+
+# The recipe of every grid run (``sparsity.*`` defaults of the library are the RigL paper's:
+# delta_t = 100, T_end = 0.75, alpha = 0.3 with cosine decay).
+RECIPE = ["optimizer=sgd", "lr=0.05", "momentum=0.9", "weight_decay=0.0001", "lr_schedule=cosine",
+          "batch_size=128", "threads=1", "eval_batch_size=1000", "sparsity.delta_t=100"]
+QUICK = {"dataset": "dataset=digits", "delta_t": "sparsity.delta_t=4"}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid run."""
+
+    model: str
+    method: str
+    distribution: str  # "-" for dense
+    density: float
+    seed: int
+    epochs: int
+
+    def overrides(self, recipe: list[str], lth_rounds: int) -> list[str]:
+        out = [*MODELS[self.model][1], *recipe, f"epochs={self.epochs}", f"seed={self.seed}",
+               f"sparsity.method={self.method}"]
+        if self.method != "dense":
+            out += [f"sparsity.density={self.density}", f"sparsity.distribution={self.distribution}"]
+        if self.method == "lth":
+            out.append(f"sparsity.lth_rounds={lth_rounds}")
+        return out
+
+    def cost(self, lth_rounds: int) -> float:
+        """Rough relative cost, to start the longest runs first."""
+        return (40.0 if self.model == "cnn" else 1.0) * self.epochs * (lth_rounds + 1 if self.method == "lth" else 1)
+
+
+def per_model(text: str, models: list[str], cast: type) -> dict[str, Any]:
+    """``5`` (every model) or ``mlp=5,cnn=1``."""
+    if "=" not in text:
+        return {m: cast(text) for m in models}
+    given = dict(kv.split("=", 1) for kv in text.split(","))
+    missing = [m for m in models if m not in given]
+    if missing:
+        raise SystemExit(f"no value for model(s) {', '.join(missing)} in {text!r}")
+    return {m: cast(given[m]) for m in models}
+
+
+def grid(models: list[str], seeds: dict[str, int], epochs: dict[str, int], methods: list[str],
+         densities: list[float], uniform: bool) -> list[Point]:
+    pts: list[Point] = []
+    for model in models:
+        rows = [r for r in SPARSE_ROWS if r[0] in methods]
+        if uniform and "rigl" in methods:
+            rows.append(("rigl", "uniform"))
+        if "small_dense" in methods and model in SMALL_DENSE_MODELS:
+            rows.insert(0, ("small_dense", "erk"))
+        for seed in range(seeds[model]):
+            pts.append(Point(model, "dense", "-", 1.0, seed, epochs[model]))
+            pts += [Point(model, m, d, rho, seed, epochs[model]) for m, d in rows for rho in densities]
+    return pts
+
+
+# -- part 1: the grid ------------------------------------------------------------------------------------
+def load_cache(path: Path) -> dict[str, dict[str, Any]]:
+    """Finished runs by key (their override list), from the JSON-lines cache."""
+    if not path.exists():
+        return {}
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["key"]: r for r in records}
+
+
+def run_grid(points: list[Point], recipe: list[str], lth_rounds: int, jobs: int, cache_path: Path | None,
+             reuse: bool, command: str) -> list[dict[str, Any]]:
+    """Train every point (``jobs`` worker processes); returns one record per point."""
+    cache = load_cache(cache_path) if (reuse and cache_path) else {}
+    records, todo = [], []
+    for p in points:
+        key = " ".join(p.overrides(recipe, lth_rounds))
+        if key in cache:
+            records.append(cache[key])
+        else:
+            todo.append((p, key))
+    print(f"grid: {len(points)} runs, {len(points) - len(todo)} reused, {len(todo)} to train with {jobs} job(s)", flush=True)
+    todo.sort(key=lambda pk: -pk[0].cost(lth_rounds))
+    t0 = time.perf_counter()
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        pending = {pool.submit(train_one, key.split(" ")): (p, key) for p, key in todo}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                p, key = pending.pop(fut)
+                rec = {"key": key, "point": asdict(p), "produced_by": command, **fut.result()}
+                records.append(rec)
+                if cache_path is not None:
+                    with cache_path.open("a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                print(f"  [{len(records):3d}/{len(points)} {time.perf_counter() - t0:6.0f}s] {p.model} {p.method} "
+                      f"{p.distribution} d={p.density} seed={p.seed}: acc {rec['acc'][0]:.2f} "
+                      f"train {rec['train_time_s']:.1f}s", flush=True)
+    return records
+
+
+def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (model, method, distribution, density): accuracy and cost over seeds."""
+    dense_flops = {}
+    for r in records:
+        p = r["point"]
+        if p["method"] == "dense":  # every dense run of a model trains the same examples: same FLOPs
+            dense_flops[p["model"]] = (r["flops"]["train"], r["flops"]["inference_dense"])
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        p = r["point"]
+        groups[(p["model"], p["method"], p["distribution"], p["density"])].append(r)
+    rows = []
+    for (model, method, dist, density), rs in groups.items():
+        train_d, inf_d = dense_flops[model]
+        acc = [r["acc"][0] for r in rs]
+        rows.append({
+            "model": model, "method": method, "distribution": dist, "density": density,
+            "sparsity_pct": round(100 * (1 - density)), "seeds": sorted(r["point"]["seed"] for r in rs),
+            "epochs": rs[0]["point"]["epochs"], "acc": acc, "acc_mean": mean_std(acc)[0], "acc_std": mean_std(acc)[1],
+            "measured_density": statistics.fmean(r["density"] for r in rs),
+            "params": rs[0]["params"], "model_density": statistics.fmean(r["model_density"] for r in rs),
+            "train_flops_x": statistics.fmean(r["flops"]["train"] for r in rs) / train_d,
+            "inference_flops_x": statistics.fmean(r["flops"]["inference"] for r in rs) / inf_d,
+            "train_time_s": statistics.fmean(r["train_time_s"] for r in rs),
+            "wall_time_s": statistics.fmean(r["wall_time_s"] for r in rs),
+        })
+    order = {m: i for i, m in enumerate(["dense", "small_dense", *dict.fromkeys(m for m, _ in SPARSE_ROWS)])}
+    rows.sort(key=lambda r: (list(MODELS).index(r["model"]), order[r["method"]], r["distribution"] != "erk",
+                             -r["density"]))
+    return rows
+
+
+def find(rows: list[dict[str, Any]], model: str, method: str, dist: str, density: float) -> dict[str, Any] | None:
+    return next((r for r in rows if (r["model"], r["method"], r["distribution"]) == (model, method, dist)
+                 and abs(r["density"] - density) < 1e-12), None)
+
+
+def accuracy_targets(rows: list[dict[str, Any]], densities: list[float]) -> list[dict[str, Any]]:
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        dense = find(rows, model, "dense", "-", 1.0)
+        for density, tol in ((0.1, 1.0), (0.05, 2.0)):
+            rigl = find(rows, model, "rigl", "erk", density)
+            if dense and rigl:
+                gap = dense["acc_mean"] - rigl["acc_mean"]
+                out.append({"model": model, "target": f"RigL-ERK {round(100 * (1 - density))} % within {tol} of dense",
+                            "value": f"{rigl['acc_mean']:.2f} vs {dense['acc_mean']:.2f} (gap {gap:+.2f})",
+                            "pass": gap <= tol})
+        for density in densities:
+            rs = [find(rows, model, m, "erk", density) for m in ("rigl", "set", "static")]
+            if all(rs):
+                a = [r["acc_mean"] for r in rs]
+                out.append({"model": model, "target": f"RigL >= SET >= Static at {round(100 * (1 - density))} %",
+                            "value": " / ".join(f"{x:.2f}" for x in a), "pass": a[0] >= a[1] >= a[2]})
+    return out
+
+
+# -- part 2: engine overhead -----------------------------------------------------------------------------
+def run_overhead(models: dict[str, list[str]], recipe: list[str], repeats: int, epochs: int) -> dict[str, Any]:
+    """Dense vs RigL-ERK-90 % training time, interleaved (even repeats dense first, odd RigL first)."""
+    kinds = {"dense": ["sparsity.method=dense"],
+             "rigl": ["sparsity.method=rigl", "sparsity.density=0.1", "sparsity.distribution=erk"]}
+    out = {}
+    for name, model in models.items():
+        runs: dict[str, list[dict[str, Any]]] = {"dense": [], "rigl": []}
+        for r in range(repeats):
+            for kind in (("dense", "rigl") if r % 2 == 0 else ("rigl", "dense")):
+                res = timed_fit([*model, *recipe, f"epochs={epochs}", "seed=0", *kinds[kind]])
+                runs[kind].append(res)
+                print(f"  overhead {name} repeat {r} {kind}: train {res['train_time_s']:.2f}s "
+                      f"({sum(res['updated'])} update steps)", flush=True)
+        out[name] = summarize_overhead(runs)
+    return out
+
+
+def summarize_overhead(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    med = statistics.median
+    dense_t = [r["train_time_s"] for r in runs["dense"]]
+    rigl_t = [r["train_time_s"] for r in runs["rigl"]]
+    ratios = [s / d for s, d in zip(rigl_t, dense_t, strict=True)]  # paired by repeat
+    per_repeat = []
+    for r in runs["rigl"]:
+        steps = list(zip(r["step_s"], r["engine_s"], r["updated"], strict=True))
+        normal = [s for s, _, u in steps if not u]
+        update = [s for s, _, u in steps if u]
+        e_normal = [e for _, e, u in steps if not u]
+        e_update = [e for _, e, u in steps if u]
+        if not update:
+            continue
+        n = med(normal)
+        per_repeat.append({"normal_step_s": n, "update_step_s": med(update),
+                           "update_cost_steps": (med(update) - n) / n,
+                           "update_step_in_steps": med(update) / n,
+                           "engine_normal_s": med(e_normal), "engine_update_s": med(e_update),
+                           "engine_update_cost_steps": (med(e_update) - med(e_normal)) / n,
+                           "n_updates": len(update), "n_steps": len(steps)})
+    dense_step = [med(r["step_s"]) for r in runs["dense"]]
+    return {
+        "repeats": len(ratios), "dense_train_s": dense_t, "rigl_train_s": rigl_t, "ratio_per_repeat": ratios,
+        "ratio_median": med(ratios), "ratio_of_medians": med(rigl_t) / med(dense_t),
+        "dense_step_s_median": med(dense_step),
+        "rigl_normal_step_s_median": med([p["normal_step_s"] for p in per_repeat]) if per_repeat else None,
+        "update": per_repeat,
+        "update_cost_steps_median": med([p["update_cost_steps"] for p in per_repeat]) if per_repeat else None,
+        "acc": {"dense": runs["dense"][0]["acc"], "rigl": runs["rigl"][0]["acc"]},
+    }
+
+
+# -- report ----------------------------------------------------------------------------------------------
+def fmt_x(x: float) -> str:
+    return f"{x:.3f}x"
+
+
+def grid_tables(rows: list[dict[str, Any]], densities: list[float]) -> str:
+    parts = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mrows = [r for r in rows if r["model"] == model]
+        dense = find(rows, model, "dense", "-", 1.0)
+        seeds, epochs = len(dense["seeds"]), dense["epochs"]
+        parts.append(f"### {MODELS[model][0]} (`{' '.join(MODELS[model][1])}`), {epochs} epoch(s), "
+                     f"{seeds} seed(s)\n\nTest accuracy (%), mean ± sample std over seeds:\n")
+        pivot = [["dense", "-", *([pm(dense["acc"])] * len(densities))]]
+        for method, dist in dict.fromkeys((r["method"], r["distribution"]) for r in mrows if r["method"] != "dense"):
+            cells = [find(rows, model, method, dist, d) for d in densities]
+            pivot.append([method, dist, *(pm(c["acc"]) if c else "-" for c in cells)])
+        parts.append(markdown_table(["method", "distribution", *(f"{round(100 * (1 - d))} %" for d in densities)], pivot))
+        parts.append("\nCost (FLOPs as a fraction of the dense run's; times are means over seeds, measured "
+                     "while other runs shared the CPU, so compare them only loosely):\n")
+        detail = [[r["method"], r["distribution"], f"{r['sparsity_pct']} %", f"{r['measured_density']:.4f}",
+                   f"{r['params']:,}", pm(r["acc"]), f"{r['acc_mean'] - dense['acc_mean']:+.2f}",
+                   fmt_x(r["train_flops_x"]), fmt_x(r["inference_flops_x"]), f"{r['train_time_s']:.1f}",
+                   f"{r['wall_time_s']:.1f}"] for r in mrows]
+        parts.append(markdown_table(["method", "dist", "sparsity", "density (sparse layers)", "params (model)",
+                                     "acc (%)", "vs dense", "train FLOPs", "inference FLOPs", "train time (s)",
+                                     "wall (s)"], detail))
+        parts.append("")
+    return "\n".join(parts)
+
+
+def overhead_tables(ov: dict[str, Any]) -> str:
+    ms = "{:.2f}".format
+    rows, urows = [], []
+    for name, o in ov.items():
+        rows.append([name, o["repeats"], spread([t for t in o["dense_train_s"]], ms), spread(o["rigl_train_s"], ms),
+                     spread(o["ratio_per_repeat"]), f"{o['ratio_of_medians']:.3f}",
+                     f"{1e3 * o['dense_step_s_median']:.2f}",
+                     f"{1e3 * o['rigl_normal_step_s_median']:.2f}" if o["rigl_normal_step_s_median"] else "-"])
+        u = o["update"]
+        if u:
+            urows.append([name, sum(p["n_updates"] for p in u), spread([1e3 * p["normal_step_s"] for p in u], ms),
+                          spread([1e3 * p["update_step_s"] for p in u], ms),
+                          spread([p["update_cost_steps"] for p in u], "{:.2f}".format),
+                          spread([p["engine_update_cost_steps"] for p in u], "{:.2f}".format),
+                          spread([p["update_step_in_steps"] for p in u], "{:.2f}".format)])
+    return "\n".join([
+        "Training time (loop's train_time_s, evaluation excluded), median [min, max] over repeats:\n",
+        markdown_table(["model", "repeats", "dense (s)", "RigL (s)", "RigL / dense (paired)",
+                        "ratio of medians", "dense step (ms)", "RigL normal step (ms)"], rows),
+        "\nOne mask update (RigL ERK 90 %), per repeat medians, then median [min, max] over repeats:\n",
+        markdown_table(["model", "updates timed", "normal step (ms)", "update step (ms)",
+                        "update cost (normal steps)", "engine.step() extra (normal steps)",
+                        "update step / normal step"], urows),
+    ])
+
+
+def overhead_targets(ov: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for name, o in ov.items():
+        out.append({"model": name, "target": "RigL / dense training time <= 1.05x",
+                    "value": f"{o['ratio_median']:.3f}x (paired median; range {min(o['ratio_per_repeat']):.3f}-"
+                             f"{max(o['ratio_per_repeat']):.3f})", "pass": o["ratio_median"] <= 1.05})
+        if o["update_cost_steps_median"] is not None:
+            c = o["update_cost_steps_median"]
+            out.append({"model": name, "target": "one mask update <= 3 normal steps",
+                        "value": f"{c:.2f} steps extra", "pass": c <= 3})
+    return out
+
+
+def targets_table(targets: list[dict[str, Any]]) -> str:
+    return markdown_table(["model", "target", "measured", "result"],
+                          [[t["model"], t["target"], t["value"], "PASS" if t["pass"] else "FAIL"] for t in targets])
+
+
+def report(args: argparse.Namespace, res: dict[str, Any]) -> str:
+    mach = res["machine"]
+    cmds = "\n".join(f"    {c}" for c in res["commands"])
+    parts = [
+        "## Sparse training (RigL family) on Fashion-MNIST\n" if not args.quick else "## Sparse training (quick smoke run)\n",
+        f"Command(s) that produced these numbers (grid runs from an earlier command are reused only when their "
+        f"config is identical):\n\n{cmds}\n",
+        f"Machine: {mach['cpu']}, {mach['logical_cores']} logical cores shared with other jobs (load average at "
+        f"start {', '.join(f'{x:.2f}' for x in mach['load_avg_at_start'])}); torch {mach['torch']} "
+        f"(CUDA: {mach['cuda']}), Python {mach['python']}; every run `threads=1`; grid with {res['jobs']} "
+        f"worker process(es) in parallel, overhead in one process after the grid. Total time "
+        f"{res['elapsed_s'] / 60:.1f} min.\n",
+        f"Recipe: `{' '.join(res['recipe'])}`; no augmentation; test accuracy after the last epoch. "
+        f"Sparse methods: ERK over every Linear/Conv weight (biases dense), initial masks from the run's seed; "
+        f"set/snfs/rigl: delta_t = 100, T_end = 0.75, alpha = 0.3 cosine; gmp: dense to target between 0 and "
+        f"75 % of training every delta_t; lth: `sparsity.lth_rounds={res['lth_rounds']}` "
+        f"({res['lth_rounds'] + 1} trainings of the nominal length, rewound to init; its training FLOPs count all "
+        f"of them); small_dense: the MLP with hidden widths scaled to the sparse parameter count (the library "
+        f"builds it for mlp/resnet18 only). FLOPs: per-run `FlopsMeter` totals divided by the dense run of the "
+        f"same model (train: all training steps; inference: one forward).\n",
+    ]
+    if res["rows"]:
+        parts += ["### Accuracy grid\n", grid_tables(res["rows"], res["densities"])]
+    if res["overhead"]:
+        parts += [f"### Engine overhead (RigL ERK 90 %, delta_t = 100, {res['overhead_epochs']} epoch(s) per run, "
+                  f"interleaved dense/RigL repeats in one process)\n", overhead_tables(res["overhead"]), ""]
+    if res["targets"]:
+        parts += ["### Targets\n", targets_table(res["targets"]), ""]
+    return "\n".join(parts)
+
+
+# -- main ------------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run on sklearn digits (< 1 minute)")
+    ap.add_argument("--models", default="mlp,cnn", help="comma list of: " + ", ".join(MODELS))
+    ap.add_argument("--seeds", default=None, help="seeds per model: N or mlp=3,cnn=1 (default mlp=3,cnn=1)")
+    ap.add_argument("--epochs", default=None, help="epochs per model: N or mlp=5,cnn=1 (default mlp=5,cnn=1)")
+    ap.add_argument("--jobs", type=int, default=2, help="grid runs in parallel (worker processes)")
+    ap.add_argument("--methods", default="small_dense," + ",".join(dict.fromkeys(m for m, _ in SPARSE_ROWS)),
+                    help="sparse methods of the grid (dense always runs)")
+    ap.add_argument("--densities", default=",".join(map(str, DENSITIES)))
+    ap.add_argument("--no-uniform", action="store_true", help="leave out the RigL-uniform comparison rows")
+    ap.add_argument("--lth-rounds", type=int, default=2, help="sparsity.lth_rounds of the lth rows")
+    ap.add_argument("--overhead-repeats", type=int, default=5)
+    ap.add_argument("--overhead-epochs", type=int, default=1)
+    ap.add_argument("--skip-grid", action="store_true")
+    ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--reuse", action="store_true", help="reuse identical runs from out/sparse_runs.jsonl")
+    ap.add_argument("--out", type=Path, default=None, help="JSON output (default out/sparse.json)")
+    ap.add_argument("--results", type=Path, default=None, help="markdown output (default RESULTS_sparse.md)")
+    args = ap.parse_args(argv)
+    models = [m for m in args.models.split(",") if m]
+    bad = [m for m in models if m not in MODELS]
+    if bad:
+        ap.error(f"unknown model(s) {bad}; choose from {list(MODELS)}")
+    args.model_list = models
+    defaults = ("1", "2") if args.quick else ("mlp=3,cnn=1", "mlp=5,cnn=1")
+    args.seed_map = per_model(args.seeds or (defaults[0] if args.quick else _only(defaults[0], models)), models, int)
+    args.epoch_map = per_model(args.epochs or (defaults[1] if args.quick else _only(defaults[1], models)), models, int)
+    args.method_list = [m for m in args.methods.split(",") if m]
+    args.density_list = [float(d) for d in args.densities.split(",")]
+    if args.quick:
+        args.overhead_repeats, args.overhead_epochs = 2, 3
+    args.out = args.out or OUT / ("sparse_quick.json" if args.quick else "sparse.json")
+    if args.results is None and not args.quick:
+        args.results = HERE / "RESULTS_sparse.md"
+    return args
+
+
+def _only(spec: str, models: list[str]) -> str:
+    return ",".join(kv for kv in spec.split(",") if kv.split("=")[0] in models)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    command = "python benchmarks/bench_sparse.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    recipe = [*RECIPE]
+    if args.quick:
+        recipe = [QUICK["dataset"], *[r for r in recipe if not r.startswith("sparsity.delta_t")], QUICK["delta_t"]]
+    OUT.mkdir(exist_ok=True)
+    res: dict[str, Any] = {"machine": machine(), "recipe": recipe, "jobs": args.jobs, "lth_rounds": args.lth_rounds,
+                           "densities": args.density_list, "rows": [], "runs": [], "overhead": {}, "targets": [],
+                           "overhead_epochs": args.overhead_epochs, "commands": [command]}
+    if not args.skip_grid:
+        points = grid(args.model_list, args.seed_map, args.epoch_map, args.method_list, args.density_list,
+                      not args.no_uniform)
+        cache = None if args.quick else OUT / "sparse_runs.jsonl"
+        res["runs"] = run_grid(points, recipe, args.lth_rounds, args.jobs, cache, args.reuse, command)
+        res["commands"] = list(dict.fromkeys([*(r["produced_by"] for r in res["runs"]), command]))
+        res["rows"] = aggregate(res["runs"])
+        res["targets"] += accuracy_targets(res["rows"], args.density_list)
+        print(grid_tables(res["rows"], args.density_list), flush=True)
+    if not args.skip_overhead:
+        models = OVERHEAD_MODELS
+        base = [r for r in recipe if not r.startswith("sparsity.delta_t")]
+        base.append(QUICK["delta_t"] if args.quick else "sparsity.delta_t=100")
+        res["overhead"] = run_overhead(models, base, args.overhead_repeats, args.overhead_epochs)
+        res["targets"] += overhead_targets(res["overhead"])
+        print(overhead_tables(res["overhead"]), flush=True)
+    res["elapsed_s"] = time.perf_counter() - t0
+    text = report(args, res)
+    print("\n" + targets_table(res["targets"]) if res["targets"] else "", flush=True)
+    args.out.write_text(json.dumps(res, indent=1))
+    print(f"wrote {args.out}")
+    if args.results is not None:
+        args.results.write_text(text + "\n")
+        print(f"wrote {args.results}")
+
+
+if __name__ == "__main__":
+    main()
