@@ -122,10 +122,10 @@ def load_cache(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def run_grid(points: list[Point], recipe: list[str], lth_rounds: int, jobs: int, cache_path: Path | None,
-             reuse: bool, command: str) -> list[dict[str, Any]]:
-    """Train every point (``jobs`` worker processes); returns one record per point."""
+             reuse: bool, command: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Train every point (``jobs`` worker processes): (records of finished runs, failed runs with the error)."""
     cache = load_cache(cache_path) if (reuse and cache_path) else {}
-    records, todo = [], []
+    records, failed, todo = [], [], []
     for p in points:
         key = " ".join(p.overrides(recipe, lth_rounds))
         if key in cache:
@@ -142,15 +142,20 @@ def run_grid(points: list[Point], recipe: list[str], lth_rounds: int, jobs: int,
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 p, key = pending.pop(fut)
-                rec = {"key": key, "point": asdict(p), "produced_by": command, **fut.result()}
+                head = f"  [{len(records) + len(failed) + 1:3d}/{len(points)} {time.perf_counter() - t0:6.0f}s] " \
+                       f"{p.model} {p.method} {p.distribution} d={p.density} seed={p.seed}:"
+                try:
+                    rec = {"key": key, "point": asdict(p), "produced_by": command, **fut.result()}
+                except Exception as e:  # noqa: BLE001 - a failed run is reported, the grid goes on
+                    failed.append({"key": key, "point": asdict(p), "error": f"{type(e).__name__}: {e}"})
+                    print(f"{head} FAILED {type(e).__name__}: {str(e).splitlines()[0]}", flush=True)
+                    continue
                 records.append(rec)
                 if cache_path is not None:
                     with cache_path.open("a") as f:
                         f.write(json.dumps(rec) + "\n")
-                print(f"  [{len(records):3d}/{len(points)} {time.perf_counter() - t0:6.0f}s] {p.model} {p.method} "
-                      f"{p.distribution} d={p.density} seed={p.seed}: acc {rec['acc'][0]:.2f} "
-                      f"train {rec['train_time_s']:.1f}s", flush=True)
-    return records
+                print(f"{head} acc {rec['acc']:.2f} train {rec['train_time_s']:.1f}s", flush=True)
+    return records, failed
 
 
 def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -166,8 +171,10 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups[(p["model"], p["method"], p["distribution"], p["density"])].append(r)
     rows = []
     for (model, method, dist, density), rs in groups.items():
+        if model not in dense_flops:
+            continue  # no dense reference (its runs failed): reported under failed runs
         train_d, inf_d = dense_flops[model]
-        acc = [r["acc"][0] for r in rs]
+        acc = [r["acc"] for r in rs]
         rows.append({
             "model": model, "method": method, "distribution": dist, "density": density,
             "sparsity_pct": round(100 * (1 - density)), "seeds": sorted(r["point"]["seed"] for r in rs),
@@ -336,6 +343,16 @@ def targets_table(targets: list[dict[str, Any]]) -> str:
                           [[t["model"], t["target"], t["value"], "PASS" if t["pass"] else "FAIL"] for t in targets])
 
 
+def failed_table(failed: list[dict[str, Any]]) -> str:
+    """Failed runs grouped by model and error (first line of the message)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for f in failed:
+        groups[(f["point"]["model"], f["error"].splitlines()[0])].append(f["point"])
+    return markdown_table(["model", "runs", "methods", "error"],
+                          [[m, len(ps), ", ".join(dict.fromkeys(p["method"] for p in ps)), f"`{err}`"]
+                           for (m, err), ps in groups.items()])
+
+
 def report(args: argparse.Namespace, res: dict[str, Any]) -> str:
     mach = res["machine"]
     cmds = "\n".join(f"    {c}" for c in res["commands"])
@@ -346,8 +363,9 @@ def report(args: argparse.Namespace, res: dict[str, Any]) -> str:
         f"Machine: {mach['cpu']}, {mach['logical_cores']} logical cores shared with other jobs (load average at "
         f"start {', '.join(f'{x:.2f}' for x in mach['load_avg_at_start'])}); torch {mach['torch']} "
         f"(CUDA: {mach['cuda']}), Python {mach['python']}; every run `threads=1`; grid with {res['jobs']} "
-        f"worker process(es) in parallel, overhead in one process after the grid. Total time "
-        f"{res['elapsed_s'] / 60:.1f} min.\n",
+        f"worker process(es) in parallel, overhead in one process after the grid. This invocation took "
+        f"{res['elapsed_s'] / 60:.1f} min ({res['reused']} grid runs reused from the command(s) above); the grid's "
+        f"runs add up to {res['grid_job_s'] / 60:.1f} job-minutes of build + fit time.\n",
         f"Recipe: `{' '.join(res['recipe'])}`; no augmentation; test accuracy after the last epoch. "
         f"Sparse methods: ERK over every Linear/Conv weight (biases dense), initial masks from the run's seed; "
         f"set/snfs/rigl: delta_t = 100, T_end = 0.75, alpha = 0.3 cosine; gmp: dense to target between 0 and "
@@ -359,9 +377,17 @@ def report(args: argparse.Namespace, res: dict[str, Any]) -> str:
     ]
     if res["rows"]:
         parts += ["### Accuracy grid\n", grid_tables(res["rows"], res["densities"])]
+    if res["failed"]:
+        parts += ["### Failed runs\n", failed_table(res["failed"]), ""]
     if res["overhead"]:
         parts += [f"### Engine overhead (RigL ERK 90 %, delta_t = 100, {res['overhead_epochs']} epoch(s) per run, "
-                  f"interleaved dense/RigL repeats in one process)\n", overhead_tables(res["overhead"]), ""]
+                  f"interleaved dense/RigL repeats in one process)\n",
+                  "Every training step and every `engine.step()` is timed; an update step is one whose "
+                  "`StepInfo.updated` is set. Update cost = (median update step - median normal step) / median "
+                  "normal step of the same run; `engine.step()` extra = the same difference for `engine.step()` "
+                  "alone (on RigL update steps it skips the optimizer step and runs drop/grow), in normal steps; "
+                  "update step / normal step = the whole update step in normal steps.\n",
+                  overhead_tables(res["overhead"]), ""]
     if res["targets"]:
         parts += ["### Targets\n", targets_table(res["targets"]), ""]
     return "\n".join(parts)
@@ -419,17 +445,22 @@ def main(argv: list[str] | None = None) -> None:
         recipe = [QUICK["dataset"], *[r for r in recipe if not r.startswith("sparsity.delta_t")], QUICK["delta_t"]]
     OUT.mkdir(exist_ok=True)
     res: dict[str, Any] = {"machine": machine(), "recipe": recipe, "jobs": args.jobs, "lth_rounds": args.lth_rounds,
-                           "densities": args.density_list, "rows": [], "runs": [], "overhead": {}, "targets": [],
+                           "densities": args.density_list, "rows": [], "runs": [], "failed": [], "reused": 0, "grid_job_s": 0.0,
+                           "overhead": {}, "targets": [],
                            "overhead_epochs": args.overhead_epochs, "commands": [command]}
     if not args.skip_grid:
         points = grid(args.model_list, args.seed_map, args.epoch_map, args.method_list, args.density_list,
                       not args.no_uniform)
         cache = None if args.quick else OUT / "sparse_runs.jsonl"
-        res["runs"] = run_grid(points, recipe, args.lth_rounds, args.jobs, cache, args.reuse, command)
+        res["runs"], res["failed"] = run_grid(points, recipe, args.lth_rounds, args.jobs, cache, args.reuse, command)
         res["commands"] = list(dict.fromkeys([*(r["produced_by"] for r in res["runs"]), command]))
+        res["reused"] = sum(r["produced_by"] != command for r in res["runs"])
+        res["grid_job_s"] = sum(r["build_time_s"] + r["wall_time_s"] for r in res["runs"])
         res["rows"] = aggregate(res["runs"])
         res["targets"] += accuracy_targets(res["rows"], args.density_list)
         print(grid_tables(res["rows"], args.density_list), flush=True)
+        if res["failed"]:
+            print(failed_table(res["failed"]), flush=True)
     if not args.skip_overhead:
         models = OVERHEAD_MODELS
         base = [r for r in recipe if not r.startswith("sparsity.delta_t")]

@@ -156,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Known failures become one line on stderr and exit code 2; nothing else is swallowed."""
+    """Known failures become one line on stderr and exit code 2 (``SPARSECL_DEBUG=1``: the full traceback);
+    anything else propagates."""
+    import os
+
     from sparsecl.configtools import ConfigError
     from sparsecl.data.dataset import DataError
     from sparsecl.registry import UnknownNameError
@@ -166,6 +169,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except (ConfigError, DataError, UnknownNameError, CheckpointError, NumericalFault, ValueError) as e:
+        if os.environ.get("SPARSECL_DEBUG"):
+            raise
         print(f"sparsecl {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -109,7 +109,10 @@ class Trainer:
         self.log.truncate(m["log_offset"])
 
     def save(self) -> None:
-        checkpoint.save(self.checkpoint_state(), self.out)
+        t0 = time.perf_counter()
+        path = checkpoint.save(self.checkpoint_state(), self.out)
+        self.counters["checkpoint_time_s"] = self.counters.get("checkpoint_time_s", 0.0) + time.perf_counter() - t0
+        self.counters["checkpoint_bytes"] = path.stat().st_size
 
     # -- the loop ------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -263,6 +266,8 @@ class Trainer:
             "config": to_dict(r.cfg),
             "train_time_s": self.counters["train_time_s"],
             "eval_time_s": self.counters["eval_time_s"],
+            "checkpoint": {"time_s": self.counters.get("checkpoint_time_s", 0.0),
+                           "bytes": self.counters.get("checkpoint_bytes", 0)},
             "wall_time_s": self.counters["wall_time_s"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
             "examples_processed": self.counters["examples_processed"],
@@ -280,4 +285,4 @@ class Trainer:
         return summary
 
 
-TIMING_KEYS = ("train_time_s", "eval_time_s", "wall_time_s", "peak_rss_mb", "peak_gpu_mb")
+TIMING_KEYS = ("train_time_s", "eval_time_s", "wall_time_s", "peak_rss_mb", "peak_gpu_mb", "checkpoint")
