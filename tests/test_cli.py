@@ -94,3 +94,14 @@ FROZEN_DERPP_TIL = 95.5647
 def test_main_module_entry_point():
     p = subprocess.run([sys.executable, "-m", "sparsecl.cli", "--version"], capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.startswith("sparsecl ")
+
+
+@pytest.mark.parametrize("model", ["cnn", "resnet18"])
+def test_conv_models_train_sparse_with_flops(model, tmp_path):
+    out = tmp_path / "run"
+    extra = ["nf=4"] if model == "resnet18" else []
+    assert cli.main(["train", "dataset=digits", f"model={model}", *extra, "epochs=1", "batch_size=64",
+                     "sparsity.method=static", "sparsity.density=0.3", "progress=false", "--out", str(out)]) == 0
+    s = summary(out)
+    assert 0.2 < s["flops"]["inference"] / s["flops"]["inference_dense"] < 0.5
+    assert s["flops"]["train"] < s["flops"]["train_dense"]

@@ -124,7 +124,7 @@ def build_run(cfg: TrainConfig) -> Run:
     engine = MaskEngine(model, optimizer, sparsity, total_steps=max(sum(plan), 1), generator=gens["masks"])
 
     sparcl = build_sparcl(cfg, model, engine, method, stream, gens["sparcl"], device)
-    flops = FlopsMeter(model, (1, *ds.input_shape), engine, grad_density=sparcl.grad_density)
+    flops = FlopsMeter(model, ds.input_shape, engine, grad_density=sparcl.grad_density)
     components: list[Component] = [method, *sparcl.components, flops]
     return Run(cfg, ds, stream, transform, model, optimizer, LrSchedule(optimizer, cfg), method, engine, flops,
                components, plan, epochs, gens)
