@@ -58,6 +58,7 @@ class LoopState:
     task_step: int = 0  # steps within the current task
     steps_per_task: int = 1  # planned steps of the current task (at the full split size)
     active_idx: torch.Tensor | None = None
+    task_size: int = 0  # examples in the task's full training set (what epoch fractions are relative to)
     task_progress: float = 0.0  # fraction of the current task done: (epoch + batches done / batches) / epochs
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -70,7 +70,7 @@ class Trainer:
             "position": vars(self.pos).copy(),
             "loop": {"step": self.state.step, "task_step": self.state.task_step, "task": self.state.task,
                      "epoch": self.state.epoch, "steps_per_task": self.state.steps_per_task,
-                     "task_progress": self.state.task_progress,
+                     "task_progress": self.state.task_progress, "task_size": self.state.task_size,
                      "active_idx": self.state.active_idx},
             "model": r.model.state_dict(),
             "optimizer": r.optimizer.state_dict(),
@@ -90,7 +90,7 @@ class Trainer:
         lp = ck["loop"]
         self.state.step, self.state.task_step = lp["step"], lp["task_step"]
         self.state.task, self.state.epoch, self.state.steps_per_task = lp["task"], lp["epoch"], lp["steps_per_task"]
-        self.state.task_progress = lp["task_progress"]
+        self.state.task_progress, self.state.task_size = lp["task_progress"], lp["task_size"]
         dev = self.state.device
         self.state.active_idx = None if lp["active_idx"] is None else lp["active_idx"].to(dev)
         r.model.load_state_dict(ck["model"])
@@ -140,9 +140,10 @@ class Trainer:
         first = next(t for t, n in zip(r.stream.tasks, r.plan) if n > 0) if any(r.plan) else r.stream.tasks[0]
         g = torch.Generator(device=self.state.device).manual_seed(r.cfg.seed)
 
-        def closure() -> torch.Tensor:
+        def closure() -> torch.Tensor:  # plain CE on one batch: no method state (buffers, counters) touched
             idx = first.train_idx[torch.randperm(first.train_idx.numel(), generator=g, device=g.device)[: r.cfg.batch_size]]
-            return r.method.compute_loss(make_batch(r.stream, first, idx, r.transform, g)).loss
+            batch = make_batch(r.stream, first, idx, r.transform, g)
+            return torch.nn.functional.cross_entropy(r.model(batch.x), batch.y)
 
         r.engine.begin(closure)
         self._began = True
@@ -153,6 +154,7 @@ class Trainer:
         if not self.pos.task_started:
             st.task, st.task_step, st.steps_per_task, st.task_progress = t, 0, r.plan[t], 0.0
             st.active_idx = r.method.train_indices(task)
+            st.task_size = 0 if st.active_idx is None else int(st.active_idx.numel())
             for c in r.components:
                 c.on_task_start(st, task)
             self.pos.task_started = True
@@ -196,7 +198,7 @@ class Trainer:
         n = int(self.epoch_sums[2])
         self.log.write({"event": "epoch", "task": task.id, "epoch": e, "step": st.step,
                         "loss": float(self.epoch_sums[0]) / max(n, 1), "train_acc": 100.0 * float(self.epoch_sums[1]) / max(n, 1),
-                        "examples": n, "epoch_fraction": n / max(int(task.train_idx.numel()), 1),
+                        "examples": n, "epoch_fraction": n / max(st.task_size, 1),
                         "density": r.engine.densities()["overall"]})
         self.pos.in_epoch = False
         self.pos.epoch = e + 1
