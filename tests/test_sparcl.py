@@ -180,3 +180,24 @@ def test_sparcl_flops_by_hand_on_a_two_layer_model():
     # dense: forward 2*(12+6) = 36 per example, 3x with backward: 10 * 108 + 2 * 36 = 1152
     assert meter.counter.total_dense == 1152
     assert profile_layers(model, (4,))[0].param == "0.weight"
+
+
+def test_dgm_keeps_only_active_entries_under_a_weight_mask():
+    torch.manual_seed(1)
+    model = nn.Linear(10, 10)
+    nn.functional.mse_loss(model(torch.randn(4, 10)), torch.randn(4, 10)).backward()
+    wmask = torch.zeros(10, 10, dtype=torch.bool)
+    wmask[:, :3] = True  # 30 % active
+
+    class Engine:
+        mask_version = 0
+        masks = {"weight": wmask}
+
+    dgm = DynamicGradientMasking({"weight": model.weight}, ratio=0.8, interval=30, alpha=0.5, beta=0.5, engine=Engine())
+    dense = model.weight.grad.clone()
+    dgm.after_backward(None, None, StepOutput(torch.zeros(()), torch.zeros(1), 1))
+    kept = dgm.masks["weight"].bool()
+    assert int(kept.sum()) == 20 and not (kept & ~wmask).any()  # top 20 of the 30 active entries
+    top = torch.topk((dense.abs() * wmask).flatten(), 20).indices
+    assert set(kept.flatten().nonzero().flatten().tolist()) == set(top.tolist())
+    assert dgm.grad_densities() == {"weight": 0.2}

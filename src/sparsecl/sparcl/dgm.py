@@ -3,8 +3,12 @@
 Continual gradient importance CGI = alpha_g |dL~(D_t)/dw| + beta_g |dL(M)/dw| (current-task and buffer
 gradients, see ``gradsplit``). Per sparse layer only the entries in the top (1 - g) fraction of the
 layer's entries by CGI keep their gradient; the fraction is counted over ALL entries, masked weights
-included, as in the release (g = 0.80 at 75 % sparsity). The gradient mask is recomputed every
-``interval`` iterations (release: 30) and reused in between; dense layers keep dense gradients.
+included, as in the release (g = 0.80 at 75 % sparsity): the release ranks gradients that are already
+masked, so inactive weights score 0 and the kept entries are the top (1 - g) N among the ACTIVE ones
+(about 20 % of the active gradients dropped at g = 0.8, s = 0.75). Here the dense gradient is still
+unmasked when DGM runs, so the score is multiplied by the weight mask to the same effect. The gradient
+mask is recomputed every ``interval`` iterations (release: 30) and reused in between; dense layers keep
+dense gradients.
 
 Deviation: the release scores with the merged gradient of the total loss (alpha_g = beta_g on one
 term). Here the paper's two-term form is used when the method reports the split (``StepOutput.parts``),
@@ -59,6 +63,7 @@ class DynamicGradientMasking(Component):
                 p.grad.mul_(self.masks[name])
 
     def _refresh(self) -> None:
+        weights = self.engine.masks if self.engine is not None else {}
         for i, (name, p) in enumerate(self.params.items()):
             g = p.grad if p.grad is not None else torch.zeros_like(p)
             if self._gcur is not None:
@@ -66,6 +71,8 @@ class DynamicGradientMasking(Component):
                 score = self.alpha * gc.abs() + self.beta * (g - gc).abs()
             else:
                 score = (self.alpha + self.beta) * g.abs()
+            if name in weights:
+                score = score * weights[name]  # inactive weights have no gradient to keep (release: masked)
             keep = int(round((1.0 - self.ratio) * p.numel()))
             self.masks[name] = topk_mask(score, keep).to(p.dtype)
         self._gcur = None
