@@ -41,7 +41,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sparse_common import machine, markdown_table, mean_std, pm, spread, timed_fit, train_one
+from sparse_common import (
+    machine,
+    markdown_table,
+    mean_std,
+    pm,
+    spread,
+    timed_fit,
+    train_one,
+)
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -71,19 +79,20 @@ class Point:
     density: float
     seed: int
     epochs: int
+    lth_rounds: int  # sparsity.lth_rounds (used by lth rows only)
 
-    def overrides(self, recipe: list[str], lth_rounds: int) -> list[str]:
+    def overrides(self, recipe: list[str]) -> list[str]:
         out = [*MODELS[self.model][1], *recipe, f"epochs={self.epochs}", f"seed={self.seed}",
                f"sparsity.method={self.method}"]
         if self.method != "dense":
             out += [f"sparsity.density={self.density}", f"sparsity.distribution={self.distribution}"]
         if self.method == "lth":
-            out.append(f"sparsity.lth_rounds={lth_rounds}")
+            out.append(f"sparsity.lth_rounds={self.lth_rounds}")
         return out
 
-    def cost(self, lth_rounds: int) -> float:
+    def cost(self) -> float:
         """Rough relative cost, to start the longest runs first."""
-        return (40.0 if self.model == "cnn" else 1.0) * self.epochs * (lth_rounds + 1 if self.method == "lth" else 1)
+        return (40.0 if self.model == "cnn" else 1.0) * self.epochs * (self.lth_rounds + 1 if self.method == "lth" else 1)
 
 
 def per_model(text: str, models: list[str], cast: type) -> dict[str, Any]:
@@ -98,17 +107,17 @@ def per_model(text: str, models: list[str], cast: type) -> dict[str, Any]:
 
 
 def grid(models: list[str], seeds: dict[str, int], epochs: dict[str, int], methods: list[str],
-         densities: list[float], uniform: bool) -> list[Point]:
+         densities: list[float], uniform: list[str], lth_rounds: dict[str, int]) -> list[Point]:
     pts: list[Point] = []
     for model in models:
         rows = [r for r in SPARSE_ROWS if r[0] in methods]
-        if uniform and "rigl" in methods:
+        if model in uniform and "rigl" in methods:
             rows.append(("rigl", "uniform"))
         if "small_dense" in methods and model in SMALL_DENSE_MODELS:
             rows.insert(0, ("small_dense", "erk"))
         for seed in range(seeds[model]):
-            pts.append(Point(model, "dense", "-", 1.0, seed, epochs[model]))
-            pts += [Point(model, m, d, rho, seed, epochs[model]) for m, d in rows for rho in densities]
+            pts.append(Point(model, "dense", "-", 1.0, seed, epochs[model], lth_rounds[model]))
+            pts += [Point(model, m, d, rho, seed, epochs[model], lth_rounds[model]) for m, d in rows for rho in densities]
     return pts
 
 
@@ -121,19 +130,19 @@ def load_cache(path: Path) -> dict[str, dict[str, Any]]:
     return {r["key"]: r for r in records}
 
 
-def run_grid(points: list[Point], recipe: list[str], lth_rounds: int, jobs: int, cache_path: Path | None,
+def run_grid(points: list[Point], recipe: list[str], jobs: int, cache_path: Path | None,
              reuse: bool, command: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Train every point (``jobs`` worker processes): (records of finished runs, failed runs with the error)."""
     cache = load_cache(cache_path) if (reuse and cache_path) else {}
     records, failed, todo = [], [], []
     for p in points:
-        key = " ".join(p.overrides(recipe, lth_rounds))
+        key = " ".join(p.overrides(recipe))
         if key in cache:
             records.append(cache[key])
         else:
             todo.append((p, key))
     print(f"grid: {len(points)} runs, {len(points) - len(todo)} reused, {len(todo)} to train with {jobs} job(s)", flush=True)
-    todo.sort(key=lambda pk: -pk[0].cost(lth_rounds))
+    todo.sort(key=lambda pk: -pk[0].cost())
     t0 = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
@@ -353,41 +362,52 @@ def failed_table(failed: list[dict[str, Any]]) -> str:
                            for (m, err), ps in groups.items()])
 
 
-def report(args: argparse.Namespace, res: dict[str, Any]) -> str:
+def describe_setup(res: dict[str, Any]) -> str:
+    """The machine, the timing context and the recipe, as report paragraphs."""
     mach = res["machine"]
-    cmds = "\n".join(f"    {c}" for c in res["commands"])
-    parts = [
-        "## Sparse training (RigL family) on Fashion-MNIST\n" if not args.quick else "## Sparse training (quick smoke run)\n",
-        f"Command(s) that produced these numbers (grid runs from an earlier command are reused only when their "
-        f"config is identical):\n\n{cmds}\n",
+    load = ", ".join(f"{x:.2f}" for x in mach["load_avg_at_start"])
+    lth = ", ".join(f"{MODELS[m][0]} {r}" for m, r in res["lth_rounds"].items())
+    machine_text = (
         f"Machine: {mach['cpu']}, {mach['logical_cores']} logical cores shared with other jobs (load average at "
-        f"start {', '.join(f'{x:.2f}' for x in mach['load_avg_at_start'])}); torch {mach['torch']} "
-        f"(CUDA: {mach['cuda']}), Python {mach['python']}; every run `threads=1`; grid with {res['jobs']} "
-        f"worker process(es) in parallel, overhead in one process after the grid. This invocation took "
-        f"{res['elapsed_s'] / 60:.1f} min ({res['reused']} grid runs reused from the command(s) above); the grid's "
-        f"runs add up to {res['grid_job_s'] / 60:.1f} job-minutes of build + fit time.\n",
-        f"Recipe: `{' '.join(res['recipe'])}`; no augmentation; test accuracy after the last epoch. "
-        f"Sparse methods: ERK over every Linear/Conv weight (biases dense), initial masks from the run's seed; "
-        f"set/snfs/rigl: delta_t = 100, T_end = 0.75, alpha = 0.3 cosine; gmp: dense to target between 0 and "
-        f"75 % of training every delta_t; lth: `sparsity.lth_rounds={res['lth_rounds']}` "
-        f"({res['lth_rounds'] + 1} trainings of the nominal length, rewound to init; its training FLOPs count all "
-        f"of them); small_dense: the MLP with hidden widths scaled to the sparse parameter count (the library "
-        f"builds it for mlp/resnet18 only). FLOPs: per-run `FlopsMeter` totals divided by the dense run of the "
-        f"same model (train: all training steps; inference: one forward).\n",
-    ]
+        f"start {load}); torch {mach['torch']} (CUDA: {mach['cuda']}), Python {mach['python']}; every run "
+        f"`threads=1`; grid with {res['jobs']} worker process(es) in parallel, overhead in one process after the "
+        f"grid. This invocation took {res['elapsed_s'] / 60:.1f} min ({res['reused']} grid runs reused from the "
+        f"command(s) above); the grid's runs add up to {res['grid_job_s'] / 60:.1f} job-minutes of build + fit time.")
+    recipe_text = (
+        f"Recipe: `{' '.join(res['recipe'])}`; no augmentation; test accuracy after the last epoch. Sparse "
+        "methods: ERK over every Linear/Conv weight (biases dense), initial masks from the run's seed; "
+        "set/snfs/rigl: delta_t = 100, T_end = 0.75, alpha = 0.3 cosine; gmp: dense to target between 0 and 75 % "
+        f"of training every delta_t; lth: `sparsity.lth_rounds` = {lth} (R rounds = R + 1 trainings of the nominal "
+        "length, rewound to init; its training FLOPs count all of them); small_dense: the MLP with hidden widths "
+        "scaled to the sparse parameter count (the library builds it for mlp/resnet18 only). FLOPs: per-run "
+        "`FlopsMeter` totals divided by the dense run of the same model (train: all training steps; inference: "
+        "one forward).")
+    return f"{machine_text}\n\n{recipe_text}\n"
+
+
+OVERHEAD_DEFINITIONS = (
+    "Every training step and every `engine.step()` is timed; an update step is one whose `StepInfo.updated` is "
+    "set. Update cost = (median update step - median normal step) / median normal step of the same run; "
+    "`engine.step()` extra = the same difference for `engine.step()` alone (on RigL update steps it skips the "
+    "optimizer step and runs drop/grow), in normal steps; update step / normal step = the whole update step in "
+    "normal steps.\n")
+
+
+def report(args: argparse.Namespace, res: dict[str, Any]) -> str:
+    title = "quick smoke run" if args.quick else "RigL family on Fashion-MNIST"
+    cmds = "\n".join(f"    {c}" for c in res["commands"])
+    parts = [f"## Sparse training ({title})\n",
+             ("Command(s) that produced these numbers (grid runs from an earlier command are reused only when "
+              f"their config is identical):\n\n{cmds}\n"),
+             describe_setup(res)]
     if res["rows"]:
         parts += ["### Accuracy grid\n", grid_tables(res["rows"], res["densities"])]
     if res["failed"]:
         parts += ["### Failed runs\n", failed_table(res["failed"]), ""]
     if res["overhead"]:
-        parts += [f"### Engine overhead (RigL ERK 90 %, delta_t = 100, {res['overhead_epochs']} epoch(s) per run, "
-                  f"interleaved dense/RigL repeats in one process)\n",
-                  "Every training step and every `engine.step()` is timed; an update step is one whose "
-                  "`StepInfo.updated` is set. Update cost = (median update step - median normal step) / median "
-                  "normal step of the same run; `engine.step()` extra = the same difference for `engine.step()` "
-                  "alone (on RigL update steps it skips the optimizer step and runs drop/grow), in normal steps; "
-                  "update step / normal step = the whole update step in normal steps.\n",
-                  overhead_tables(res["overhead"]), ""]
+        parts += [(f"### Engine overhead (RigL ERK 90 %, delta_t = 100, {res['overhead_epochs']} epoch(s) per run, "
+                   "interleaved dense/RigL repeats in one process)\n"),
+                  OVERHEAD_DEFINITIONS, overhead_tables(res["overhead"]), ""]
     if res["targets"]:
         parts += ["### Targets\n", targets_table(res["targets"]), ""]
     return "\n".join(parts)
@@ -403,9 +423,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--jobs", type=int, default=2, help="grid runs in parallel (worker processes)")
     ap.add_argument("--methods", default="small_dense," + ",".join(dict.fromkeys(m for m, _ in SPARSE_ROWS)),
                     help="sparse methods of the grid (dense always runs)")
-    ap.add_argument("--densities", default=",".join(map(str, DENSITIES)))
-    ap.add_argument("--no-uniform", action="store_true", help="leave out the RigL-uniform comparison rows")
-    ap.add_argument("--lth-rounds", type=int, default=2, help="sparsity.lth_rounds of the lth rows")
+    ap.add_argument("--densities", default=None, help="comma list (default 0.2,0.1,0.05; --quick: 0.1)")
+    ap.add_argument("--uniform", default=None, help="models with RigL-uniform comparison rows (default: all; '' none)")
+    ap.add_argument("--lth-rounds", default="2", help="sparsity.lth_rounds of the lth rows: N or mlp=2,cnn=1")
     ap.add_argument("--overhead-repeats", type=int, default=5)
     ap.add_argument("--overhead-epochs", type=int, default=1)
     ap.add_argument("--skip-grid", action="store_true")
@@ -423,7 +443,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.seed_map = per_model(args.seeds or (defaults[0] if args.quick else _only(defaults[0], models)), models, int)
     args.epoch_map = per_model(args.epochs or (defaults[1] if args.quick else _only(defaults[1], models)), models, int)
     args.method_list = [m for m in args.methods.split(",") if m]
-    args.density_list = [float(d) for d in args.densities.split(",")]
+    args.lth_map = per_model(args.lth_rounds, models, int)
+    args.uniform_list = models if args.uniform is None else [m for m in args.uniform.split(",") if m]
+    args.density_list = [float(d) for d in (args.densities or ("0.1" if args.quick else ",".join(map(str, DENSITIES)))).split(",")]
     if args.quick:
         args.overhead_repeats, args.overhead_epochs = 2, 3
     args.out = args.out or OUT / ("sparse_quick.json" if args.quick else "sparse.json")
@@ -444,15 +466,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         recipe = [QUICK["dataset"], *[r for r in recipe if not r.startswith("sparsity.delta_t")], QUICK["delta_t"]]
     OUT.mkdir(exist_ok=True)
-    res: dict[str, Any] = {"machine": machine(), "recipe": recipe, "jobs": args.jobs, "lth_rounds": args.lth_rounds,
+    res: dict[str, Any] = {"machine": machine(), "recipe": recipe, "jobs": args.jobs, "lth_rounds": args.lth_map,
                            "densities": args.density_list, "rows": [], "runs": [], "failed": [], "reused": 0, "grid_job_s": 0.0,
                            "overhead": {}, "targets": [],
                            "overhead_epochs": args.overhead_epochs, "commands": [command]}
     if not args.skip_grid:
         points = grid(args.model_list, args.seed_map, args.epoch_map, args.method_list, args.density_list,
-                      not args.no_uniform)
+                      args.uniform_list, args.lth_map)
         cache = None if args.quick else OUT / "sparse_runs.jsonl"
-        res["runs"], res["failed"] = run_grid(points, recipe, args.lth_rounds, args.jobs, cache, args.reuse, command)
+        res["runs"], res["failed"] = run_grid(points, recipe, args.jobs, cache, args.reuse, command)
         res["commands"] = list(dict.fromkeys([*(r["produced_by"] for r in res["runs"]), command]))
         res["reused"] = sum(r["produced_by"] != command for r in res["runs"])
         res["grid_job_s"] = sum(r["build_time_s"] + r["wall_time_s"] for r in res["runs"])

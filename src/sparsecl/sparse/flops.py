@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from sparsecl.registry import Registry
+from sparsecl.sparse.schedule import cubic_sparsity
 
 _COUNTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _PHASES = ("forward", "grad_input", "grad_weight")
@@ -370,11 +371,8 @@ def gmp_sparsity(
         )
     if step < begin_step:
         return initial_sparsity
-    if step >= end_step:
-        return final_sparsity
-    t_k = begin_step + (step - begin_step) // frequency * frequency
-    remaining = 1.0 - (t_k - begin_step) / (end_step - begin_step)
-    return final_sparsity + (initial_sparsity - final_sparsity) * remaining**3
+    t_k = end_step if step >= end_step else begin_step + (step - begin_step) // frequency * frequency
+    return cubic_sparsity(t_k, initial_sparsity, final_sparsity, begin_step, end_step)
 
 
 def gmp_average_density_flops(
