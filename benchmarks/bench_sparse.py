@@ -431,6 +431,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--skip-grid", action="store_true")
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--reuse", action="store_true", help="reuse identical runs from out/sparse_runs.jsonl")
+    ap.add_argument("--render", type=Path, default=None, help="only re-write the markdown from this JSON output")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default out/sparse.json)")
     ap.add_argument("--results", type=Path, default=None, help="markdown output (default RESULTS_sparse.md)")
     args = ap.parse_args(argv)
@@ -460,6 +461,10 @@ def _only(spec: str, models: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.render is not None:
+        args.results.write_text(report(args, json.loads(args.render.read_text())) + "\n")
+        print(f"wrote {args.results} from {args.render}")
+        return
     t0 = time.perf_counter()
     command = "python benchmarks/bench_sparse.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     recipe = [*RECIPE]

@@ -13,13 +13,16 @@ One ``step()`` (t = 1-based step index, see ``schedule``):
 2. gradients of inactive weights are zeroed (``grad *= mask``), so momentum and Adam moments of inactive
    weights never move;
 3. the optimizer steps (skipped on RigL update steps);
-4. weights are re-masked (``w *= mask``): decoupled weight decay (AdamW) or momentum cannot revive them;
+4. weights are re-masked (``w *= mask``) after optimizers that could move a weight with zero gradient and
+   zero state. torch's SGD (momentum, Nesterov, weight decay), Adam and AdamW (decoupled decay) map an
+   exact 0 with zero gradient and zero state to an exact 0, so after exactly those classes the re-mask is
+   skipped (a multi-tensor multiply per step saved); any other optimizer, subclasses included, is re-masked;
 5. on a scheduled step the method returns new masks; weights and optimizer state (momentum_buffer,
    exp_avg, exp_avg_sq, ... every state tensor shaped like the weight) are zeroed at every position whose
    mask changed: newly inactive weights are 0, newly grown weights start at 0 with zero state. A weight
    dropped and regrown in the same update never changed, so it keeps its value and state.
 
-Per step the work is two fused multi-tensor multiplies over precomputed float masks and no host sync;
+Per step the work is one or two fused multi-tensor multiplies over precomputed float masks and no host sync;
 masks change only on update steps (top-k/sort on flattened tensors). Non-finite values are out of scope
 (0 * inf is NaN): the loop's NumericalFault check stops such runs first.
 
@@ -43,6 +46,10 @@ from sparsecl.sparse.filters import LayerSpec, select_layers
 from sparsecl.sparse.masks import count_for_density
 from sparsecl.sparse.methods import SPARSE_METHODS, LossClosure
 from sparsecl.sparse.patterns import MASK_PATTERNS
+
+
+# Optimizers (exact classes) under which a weight that is 0, with zero gradient and zero state, stays 0.
+ZERO_PRESERVING_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
 
 
 @dataclass
@@ -94,6 +101,7 @@ class MaskEngine:
         self.method = method_cls(self)
         self.step_count = 0
         self.mask_version = 0  # bumped whenever a mask changes (consumers cache densities on it)
+        self._remask_weights = type(optimizer) not in ZERO_PRESERVING_OPTIMIZERS
         self.last_step = StepInfo()
         self._begun = False
         self._refresh()
@@ -205,7 +213,7 @@ class MaskEngine:
         skipped = update and method.skip_step_on_update
         if not skipped:
             self.optimizer.step()
-        if self._masked:
+        if self._masked and self._remask_weights:
             with torch.no_grad():
                 torch._foreach_mul_([layer.param for layer in self._masked], [layer.fmask for layer in self._masked])
         changed = self._install(method.update(t)) if update else False
