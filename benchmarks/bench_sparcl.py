@@ -78,20 +78,29 @@ def grid(args: argparse.Namespace) -> None:
 
 
 def ddr_time(args: argparse.Namespace) -> None:
-    """Wall time with DDR on vs off (SparCL-DER++ 90 % TDM+DGM), interleaved, sequential, same threads."""
+    """Wall time with DDR on vs off (SparCL-DER++ 90 % TDM+DGM), interleaved, sequential, same threads; the
+    DDR-on runs also checkpoint at every task end, which gives the checkpoint size and time overhead
+    (checkpoint time is not part of ``train_time_s``)."""
     off_cfg = [*BASE, *HOST["derpp"], *sparcl(0.1, ddr=False), f"epochs={args.epochs[0]}", f"threads={args.threads}"]
     on_cfg = [*BASE, *HOST["derpp"], *sparcl(0.1), f"epochs={args.epochs[0]}", f"threads={args.threads}"]
-    off, on = [], []
+    off, on, ckpt = [], [], []
     for r in range(args.repeats):
         off.append(run_config([*off_cfg, f"seed={r}"])["train_time_s"])
-        on.append(run_config([*on_cfg, f"seed={r}"])["train_time_s"])
+        s = run_config([*on_cfg, f"seed={r}", "checkpoint.at_task_end=true"])  # also: checkpoint overhead
+        on.append(s["train_time_s"])
+        ckpt.append(s["checkpoint"])
     ratio = statistics.median(on) / statistics.median(off)
+    overhead = [c["time_s"] / t for c, t in zip(ckpt, on)]
     print(f"\n## DDR in real time ({args.epochs[0]} epochs per task, {args.threads} threads, {args.repeats} interleaved repeats)\n")
     print(table(["run", "train time (s), each", "median"], [
         ["TDM+DGM (DDR off)", ", ".join(f"{t:.1f}" for t in off), f"{statistics.median(off):.1f}"],
         ["TDM+DGM+DDR (DDR on)", ", ".join(f"{t:.1f}" for t in on), f"{statistics.median(on):.1f}"],
         ["on / off", "", f"{ratio:.3f} (target <= 0.85: {'PASS' if ratio <= 0.85 else 'FAIL'})"]]))
-    write_json("sparcl_ddr_time.json", {"off": off, "on": on, "ratio_of_medians": ratio})
+    print("\n## Checkpoint at every task end (same DDR-on runs)\n")
+    print(table(["checkpoint size (MB)", "checkpoint time per run (s), each", "overhead vs training time, each"], [[
+        f"{ckpt[0]['bytes'] / 1e6:.2f}", ", ".join(f"{c['time_s']:.3f}" for c in ckpt),
+        ", ".join(f"{100 * o:.2f} %" for o in overhead) + f" (target < 2 %: {'PASS' if max(overhead) < 0.02 else 'FAIL'})"]]))
+    write_json("sparcl_ddr_time.json", {"off": off, "on": on, "ratio_of_medians": ratio, "checkpoint": ckpt})
 
 
 def main() -> None:
