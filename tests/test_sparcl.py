@@ -176,9 +176,13 @@ def test_sparcl_flops_by_hand_on_a_two_layer_model():
     meter.after_step(None, None, StepOutput(torch.zeros(()), torch.zeros(1), n_forward=10, n_forward_only=2))
     # per example: forward 2*(12*0.5 + 6) = 24; grad to activations 24; grad to weights 2*(12*0.25 + 6) = 18
     # 10 examples with backward: 10 * 66 = 660; 2 forward-only: 2 * 24 = 48
-    assert meter.counter.total == 708
+    rep = meter.report()
+    assert rep["train"] == 708
     # dense: forward 2*(12+6) = 36 per example, 3x with backward: 10 * 108 + 2 * 36 = 1152
-    assert meter.counter.total_dense == 1152
+    assert rep["train_dense"] == 1152
+    # a second identical step is charged with the first (same key): exactly twice the counts
+    meter.after_step(None, None, StepOutput(torch.zeros(()), torch.zeros(1), n_forward=10, n_forward_only=2))
+    assert meter.report()["train"] == 2 * 708
     assert profile_layers(model, (4,))[0].param == "0.weight"
 
 

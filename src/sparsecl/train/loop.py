@@ -213,7 +213,7 @@ class Trainer:
         r.lr_schedule.apply(st.task_step, st.steps_per_task, r.epochs)
         r.optimizer.zero_grad(set_to_none=True)
         out = r.method.compute_loss(batch)
-        check_loss(out.loss, r.model, st.step, task.id, batch.x)
+        loss = check_loss(out.loss, r.model, st.step, task.id, batch.x)
         for c in r.components:
             c.before_backward(st, batch, out)
         out.loss.backward()
@@ -231,10 +231,9 @@ class Trainer:
         self.counters["examples_processed"] += out.n_forward
         self.counters["data_examples"] += n
         self.counters["steps"] += 1
-        with torch.no_grad():
-            sums[0] += out.loss.detach() * n
-            sums[1] += (out.logits.argmax(1) == batch.y).sum()
-            sums[2] += n
+        sums[0] += loss * n
+        sums[1] += (out.logits.detach().argmax(1) == batch.y).sum()
+        sums[2] += n
         self.progress.update()
         if st.task_step % LOG_EVERY == 0 and self.progress.bar is not None:
             s = (self.epoch_sums + sums.cpu()).tolist()

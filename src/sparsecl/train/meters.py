@@ -50,17 +50,19 @@ def first_nonfinite_output(model: torch.nn.Module, x: torch.Tensor) -> str | Non
     return found[0] if found else None
 
 
-def check_loss(loss: torch.Tensor, model: torch.nn.Module, step: int, task: int, x: torch.Tensor) -> None:
+def check_loss(loss: torch.Tensor, model: torch.nn.Module, step: int, task: int, x: torch.Tensor) -> float:
     """Raise NumericalFault if ``loss`` is not finite (one host sync per step; cheap on CPU). The message
     names the first non-finite weight or gradient, else the first layer whose output on the batch blew up."""
-    if not math.isfinite(float(loss.detach())):
+    value = float(loss.detach())
+    if not math.isfinite(value):
         where = first_nonfinite(model)
         if where is None:
             layer = first_nonfinite_output(model, x)
             where = f"output of layer {layer}" if layer else None
         at = f"; first non-finite tensor: {where}" if where else " (weights and activations finite: the loss itself overflowed)"
-        raise NumericalFault(f"loss is {float(loss.detach())} at step {step} (task {task}){at}; "
+        raise NumericalFault(f"loss is {value} at step {step} (task {task}){at}; "
                              f"the last checkpoint (if any) is intact; lower lr or set grad_clip")
+    return value
 
 
 class FlopsMeter(Component):
@@ -69,7 +71,8 @@ class FlopsMeter(Component):
     Forward and activation-gradient FLOPs at the active densities, weight-gradient FLOPs at the
     gradient densities (DGM) or dense on steps that needed the dense weight gradient (RigL updates,
     SNFS), over every example forwarded with grad (current + replay), and forward-only examples at 1x.
-    Densities are re-read only when the masks changed (``engine.mask_version``).
+    Densities are re-read only when the masks changed (``engine.mask_version``), and consecutive steps
+    with the same densities are counted in one call.
     """
 
     def __init__(self, model: torch.nn.Module, input_shape: tuple[int, ...], engine: Any, grad_density: Any = None) -> None:
@@ -77,26 +80,36 @@ class FlopsMeter(Component):
         self.counter = TrainFlopsCounter(self.profile)
         self.engine = engine
         self.grad_density = grad_density  # an object with grad_densities() -> dict, or None
-        self._version = -1
+        self._key: tuple | None = None
         self._dens: dict[str, float] = {}
-
-    def densities(self) -> dict[str, float]:
-        v = getattr(self.engine, "mask_version", None)
-        if v is None or v != self._version:
-            self._dens = dict(self.engine.densities()["layers"])
-            self._version = v if v is not None else -1
-        return self._dens
+        self._grads: dict[str, float] | None = None
+        self._dense_grad = False
+        self._pending = self._pending_fwd = 0  # examples charged at the current key, not yet counted
 
     def after_step(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
-        dens = self.densities()
+        # Steps with the same densities and gradient mode are charged together (the count is linear in
+        # the number of examples), so the per-step cost is building a small key.
         grads = self.grad_density.grad_densities() if self.grad_density is not None else None
-        info = self.engine.last_step
-        self.counter.add_step(out.n_forward, dens, grad_densities=grads, dense_weight_grad=info.dense_weight_grad)
-        if out.n_forward_only:
-            self.counter.add_step(out.n_forward_only, dens, backward=False)
+        dense_grad = self.engine.last_step.dense_weight_grad
+        key = (getattr(self.engine, "mask_version", None), dense_grad, None if grads is None else tuple(grads.items()))
+        if key != self._key:
+            self._flush()
+            self._key, self._grads, self._dense_grad = key, grads, dense_grad
+            self._dens = dict(self.engine.densities()["layers"])
+        self._pending += out.n_forward
+        self._pending_fwd += out.n_forward_only
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.counter.add_step(self._pending, self._dens, grad_densities=self._grads,
+                                  dense_weight_grad=self._dense_grad)
+        if self._pending_fwd:
+            self.counter.add_step(self._pending_fwd, self._dens, backward=False)
+        self._pending = self._pending_fwd = 0
 
     def report(self) -> dict[str, float]:
-        dens = self.densities()
+        self._flush()
+        dens = dict(self.engine.densities()["layers"])
         return {
             "train": self.counter.total,
             "train_dense": self.counter.total_dense,
@@ -105,7 +118,12 @@ class FlopsMeter(Component):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return self.counter.state_dict()
+        # the pending group travels as it is: flushing here would make the float sums depend on when
+        # checkpoints were taken, and a resumed run must count exactly like an uninterrupted one
+        return {"counter": self.counter.state_dict(), "key": self._key, "dens": self._dens, "grads": self._grads,
+                "dense_grad": self._dense_grad, "pending": self._pending, "pending_fwd": self._pending_fwd}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        self.counter.load_state_dict(sd)
+        self.counter.load_state_dict(sd["counter"])
+        self._key, self._dens, self._grads = sd["key"], sd["dens"], sd["grads"]
+        self._dense_grad, self._pending, self._pending_fwd = sd["dense_grad"], sd["pending"], sd["pending_fwd"]

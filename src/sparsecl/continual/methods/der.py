@@ -19,11 +19,11 @@ class DER(RehearsalMethod):
     options = RehearsalMethod.options + ("alpha",)
 
     def compute_loss(self, batch: Batch) -> StepOutput:
-        logits = self.model(batch.x)
-        cur, n = self.current_loss(logits, batch, self.cfg.masked_head), len(batch)
         if self.buffer.empty:
-            return StepOutput(cur, logits, n)
+            logits = self.model(batch.x)
+            return StepOutput(self.current_loss(logits, batch, self.cfg.masked_head), logits, len(batch))
         rep = self.replay(self.replay_size(batch))
-        replay = self.cfg.alpha * F.mse_loss(self.model(rep.x), rep.logits)
-        n += rep.y.shape[0]
-        return StepOutput(cur + replay, logits, n, parts={"current": cur, "buffer": replay})
+        logits, out = self.forward_parts(batch.x, rep.x)
+        cur = self.current_loss(logits, batch, self.cfg.masked_head)
+        replay = self.cfg.alpha * F.mse_loss(out, rep.logits)
+        return StepOutput(cur + replay, logits, len(batch) + rep.y.shape[0], parts={"current": cur, "buffer": replay})

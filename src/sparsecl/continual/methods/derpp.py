@@ -14,8 +14,9 @@ from sparsecl.train.hooks import StepOutput
 class DERpp(RehearsalMethod):
     """loss = CE(f(x), y) + alpha * MSE(f(x'), z') + beta * CE(f(x''), y'').
 
-    (x', z') and (x'', y'') are two independent draws from the buffer, each forwarded on its own (as in
-    mammoth); replay starts as soon as the buffer holds anything. Logits are stored online at every step
+    (x', z') and (x'', y'') are two independent draws from the buffer; with BatchNorm each batch is
+    forwarded on its own (as in mammoth), otherwise all three in one forward (``forward_parts``: same
+    logits, far less overhead on small batches); replay starts as soon as the buffer holds anything. Logits are stored online at every step
     from the augmented view (``out.logits.detach()``).
     """
 
@@ -23,14 +24,13 @@ class DERpp(RehearsalMethod):
     options = RehearsalMethod.options + ("alpha", "beta")
 
     def compute_loss(self, batch: Batch) -> StepOutput:
-        logits = self.model(batch.x)
-        cur, n = self.current_loss(logits, batch, self.cfg.masked_head), len(batch)
         if self.buffer.empty:
-            return StepOutput(cur, logits, n)
+            logits = self.model(batch.x)
+            return StepOutput(self.current_loss(logits, batch, self.cfg.masked_head), logits, len(batch))
         m = self.replay_size(batch)
-        r1 = self.replay(m)
-        replay = self.cfg.alpha * F.mse_loss(self.model(r1.x), r1.logits)
-        r2 = self.replay(m)
-        replay = replay + self.cfg.beta * F.cross_entropy(self.model(r2.x), r2.y)
-        n += r1.y.shape[0] + r2.y.shape[0]
+        r1, r2 = self.replay(m), self.replay(m)
+        logits, o1, o2 = self.forward_parts(batch.x, r1.x, r2.x)
+        cur = self.current_loss(logits, batch, self.cfg.masked_head)
+        replay = self.cfg.alpha * F.mse_loss(o1, r1.logits) + self.cfg.beta * F.cross_entropy(o2, r2.y)
+        n = len(batch) + r1.y.shape[0] + r2.y.shape[0]
         return StepOutput(cur + replay, logits, n, parts={"current": cur, "buffer": replay})
