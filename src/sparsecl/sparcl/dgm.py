@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from sparsecl.data.batch import Batch
-from sparsecl.sparcl.gradsplit import current_grads
+from sparsecl.sparcl.gradsplit import current_grads, has_buffer_part
 from sparsecl.train.hooks import Component, LoopState, StepOutput
 
 
@@ -51,7 +51,7 @@ class DynamicGradientMasking(Component):
         return not self.masks or self.since >= self.interval
 
     def before_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
-        if self.refresh_due() and out.parts and len(out.parts) > 1:
+        if self.refresh_due() and has_buffer_part(out):
             self._gcur = current_grads(out, list(self.params.values()))
 
     def after_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:

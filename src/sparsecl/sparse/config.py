@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sparsecl.configtools import helpfield
+from sparsecl.configtools import choices, helpfield
 from sparsecl.sparse.distributions import DISTRIBUTIONS, SCORED_DISTRIBUTIONS
 from sparsecl.sparse.filters import LAYER_FILTERS
 from sparsecl.sparse.methods import SPARSE_METHODS
@@ -17,10 +17,6 @@ from sparsecl.sparse.patterns import MASK_PATTERNS
 from sparsecl.sparse.schedule import DROP_SCHEDULES
 
 
-
-def _choice(name: str, value: str, valid: list[str]) -> None:
-    if value not in valid:
-        raise ValueError(f"sparsity.{name}={value!r} is not valid; choose one of: {', '.join(valid)}")
 
 
 @dataclass
@@ -51,12 +47,12 @@ class SparsityConfig:
     nm_m: int = helpfield("n:m pattern: group size along the input dimension", default=4)
 
     def __post_init__(self) -> None:
-        _choice("method", self.method, ["auto", *SPARSE_METHODS.names()])
+        choices("sparsity.method", self.method, ["auto", *SPARSE_METHODS.names()])
         if self.method == "auto" and self.density == 1.0:
             self.method = "dense"  # "auto" below density 1 is resolved by the run's config (SparCL's TDM)
-        _choice("distribution", self.distribution, DISTRIBUTIONS.names())
-        _choice("drop_schedule", self.drop_schedule, DROP_SCHEDULES.names())
-        _choice("pattern", self.pattern, MASK_PATTERNS.names())
+        choices("sparsity.distribution", self.distribution, DISTRIBUTIONS.names())
+        choices("sparsity.drop_schedule", self.drop_schedule, DROP_SCHEDULES.names())
+        choices("sparsity.pattern", self.pattern, MASK_PATTERNS.names())
         self._check_ranges()
         self._check_options()
         if self.method != "auto":
