@@ -17,6 +17,11 @@ Prints a markdown table and writes ``benchmarks/out/kernels.json``.
 dense nn.Conv2d versus SparseConv2d (direct sparse convolution), at densities 0.10 and 0.05, and writes
 ``benchmarks/out/kernels_conv.json``.
 
+``--resnet-step`` times a whole training step of CIFAR ResNet-18 (nf = 64, batch 32; forward + backward +
+SGD-momentum step through the mask engine) with SparCL's sparse layers at density 0.10 and 0.05: dense,
+masked, and ``sparsity.execution=csr`` (what ``sparsecl train`` runs); writes
+``benchmarks/out/kernels_resnet_step.json``.
+
 ``--calibrate`` instead times one layer's step (masked versus csr, both backends) over a grid of shapes,
 batches, densities and thread counts: the measurements behind ``sparsecl.kernels.paths``' cost models.
 It writes ``benchmarks/out/kernels_calibration.json`` and counts the points where ``choose_path`` picks
@@ -239,6 +244,49 @@ def bench_conv(batch: int, densities: list[float], min_run_time: float, rounds: 
     return rows
 
 
+def bench_resnet_step(batch: int, densities: list[float], min_run_time: float, rounds: int, seed: int) -> list[dict]:
+    """Whole training step (forward + backward + SGD-momentum step through the mask engine) of CIFAR
+    ResNet-18 (nf = 64, 32x32 input), SparCL's layer choice (the 3x3 convs inside residual blocks sparse,
+    uniform density): dense model, masked path, and the training path of ``sparsity.execution=csr``
+    (stride-1 convs on the direct sparse kernel, stride-2 convs stay masked)."""
+    from sparsecl.kernels.execution import SparseExecution
+    from sparsecl.models import create_model
+    from sparsecl.sparse.config import SparsityConfig
+    from sparsecl.sparse.engine import MaskEngine
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, 32, 32, generator=gen)
+    y = torch.randint(0, 10, (batch,), generator=gen)
+
+    def build(density: float, mode: str) -> tuple[Step, dict[str, str]]:
+        model = create_model("resnet18", (3, 32, 32), 10, nf=64, generator=torch.Generator().manual_seed(seed))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        cfg = SparsityConfig(method="static" if density < 1 else "dense", density=density, layers="sparcl")
+        engine = MaskEngine(model, opt, cfg, 10**6, torch.Generator().manual_seed(seed))
+        engine.begin()
+        execution = SparseExecution(model, engine, mode, batch)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            engine.step()
+        return step, execution.paths()
+
+    dense_step, _ = build(1.0, "masked")
+    rows = []
+    for density in densities:
+        masked_step, _ = build(density, "masked")
+        csr_step, paths = build(density, "csr")
+        ms = best_of_medians({"dense": dense_step, "masked": masked_step, "csr": csr_step}, rounds, min_run_time)
+        n_csr = sum(p == "csr" for p in paths.values())
+        rows.append({"batch": batch, "density": density, "threads": torch.get_num_threads(), **{f"{k}_ms": v for k, v in ms.items()},
+                     "speedup_vs_dense": ms["dense"] / ms["csr"], "speedup_vs_masked": ms["masked"] / ms["csr"],
+                     "csr_layers": n_csr, "sparse_layers": len(paths)})
+        print(f"| {density:.2f} | {ms['dense']:.0f} | {ms['masked']:.0f} | {ms['csr']:.0f} | "
+              f"{ms['dense'] / ms['csr']:.2f}x | {ms['masked'] / ms['csr']:.2f}x | {n_csr} of {len(paths)} |", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -249,11 +297,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--calibrate", action="store_true", help="time the per-layer grid behind choose_path")
     ap.add_argument("--conv", action="store_true", help="ResNet-18 CIFAR 3x3 layers, batch 32: dense vs sparse")
+    ap.add_argument("--resnet-step", action="store_true",
+                    help="ResNet-18 whole training step, batch 32: dense vs masked vs CSR execution")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     meta = {"torch": torch.__version__, "machine": platform.machine(), "mkl": torch.backends.mkl.is_available(),
             "seed": args.seed, "rounds": args.rounds, "min_run_time": args.min_run_time}
-    if args.conv:
+    if args.resnet_step:
+        torch.set_num_threads(args.threads)
+        print("| density | dense ms | masked ms | csr ms | csr vs dense | csr vs masked | layers on csr |\n"
+              "|---|---|---|---|---|---|---|")
+        rows = bench_resnet_step(32, [0.10, 0.05], max(args.min_run_time, 2.0), args.rounds, args.seed)
+        out = args.out or OUT / "kernels_resnet_step.json"
+    elif args.conv:
         torch.set_num_threads(args.threads)
         print("| channels | map | density | dense ms | csr ms | speed-up |\n|---|---|---|---|---|---|")
         rows = bench_conv(32, [0.10, 0.05], args.min_run_time, args.rounds, args.seed)

@@ -12,7 +12,9 @@ divided by this run's), the SparCL/RigL convention.
 
 usage:
   python benchmarks/bench_sparcl.py grid --epochs 5 --seeds 0 1 2 --jobs 2
+  python benchmarks/bench_sparcl.py grid --epochs 5 --rows static ERK     # some rows (+ the dense ones)
   python benchmarks/bench_sparcl.py ddr-time --epochs 5 --repeats 3
+  python benchmarks/bench_sparcl.py speed --epochs 5 --repeats 3 --threads 2   # CSR execution vs dense
 """
 
 from __future__ import annotations
@@ -40,11 +42,17 @@ def rows_spec() -> list[tuple[str, str, list[str]]]:
     rows += [("DER++ 90 % TDM only", "derpp", sparcl(0.1, ddr=False, dgm=False)),
              ("DER++ 90 % TDM+DDR", "derpp", sparcl(0.1, dgm=False)),
              ("DER++ 90 % TDM+DGM", "derpp", sparcl(0.1, ddr=False))]
+    # diagnostics for the 90 % accuracy gap: the same budget with a fixed random mask and no SparCL part
+    # (is the gap TDM's or the capacity's?), and SparCL with ERK instead of uniform layer densities
+    rows += [("DER++ 90 % static random mask", "derpp",
+              ["sparsity.method=static", "sparsity.density=0.1", "sparsity.layers=sparcl"]),
+             ("SparCL-DER++ 90 % ERK", "derpp", [*sparcl(0.1), "sparsity.distribution=erk"])]
     return rows
 
 
 def grid(args: argparse.Namespace) -> None:
-    spec = rows_spec()
+    spec = [r for r in rows_spec() if r[0].startswith("dense ") or not args.rows
+            or any(k in r[0] for k in args.rows)]
     jobs, keys = [], []
     for epochs in args.epochs:
         for name, host, extra in spec:
@@ -74,7 +82,8 @@ def grid(args: argparse.Namespace) -> None:
         print(f"\n## {epochs} epochs per task, seeds {args.seeds} (mean ± std)\n")
         print(table(["row", "Class-IL", "Task-IL", "forgetting (CIL)", "train FLOPs", "fewer than dense",
                      "train time (s, median)", "final density"], rows))
-    write_json(f"sparcl_grid_{'_'.join(map(str, args.epochs))}.json", {"base": BASE, "results": results})
+    tag = "_".join(map(str, args.epochs)) + ("_" + "_".join(args.rows).replace(" ", "") if args.rows else "")
+    write_json(f"sparcl_grid_{tag}.json", {"base": BASE, "results": results})
 
 
 def ddr_time(args: argparse.Namespace) -> None:
@@ -103,16 +112,44 @@ def ddr_time(args: argparse.Namespace) -> None:
     write_json("sparcl_ddr_time.json", {"off": off, "on": on, "ratio_of_medians": ratio, "checkpoint": ckpt})
 
 
+def speed(args: argparse.Namespace) -> None:
+    """Wall time of the full run, SparCL-DER++ 95 % (TDM + DDR + DGM) on the masked and on the CSR
+    execution path next to dense DER++ (issue "Real speed"): sequential, interleaved, same threads."""
+    ep = f"epochs={args.epochs[0]}"
+    cfgs = {"dense DER++": [*BASE, *HOST["derpp"], ep],
+            "SparCL-DER++ 95 %, masked": [*BASE, *HOST["derpp"], *sparcl(0.05), ep, "sparsity.execution=masked"],
+            "SparCL-DER++ 95 %, csr (auto)": [*BASE, *HOST["derpp"], *sparcl(0.05), ep, "sparsity.execution=auto"]}
+    res: dict[str, list[dict]] = {k: [] for k in cfgs}
+    for r in range(args.repeats):
+        for name, cfg in cfgs.items():
+            s = run_config([*cfg, f"seed={r}", f"threads={args.threads}"])
+            res[name].append({k: s[k] for k in ("train_time_s", "final_avg_acc", "execution", "examples_processed")})
+    med = {k: statistics.median(x["train_time_s"] for x in v) for k, v in res.items()}
+    dense = med["dense DER++"]
+    rows = [[k, ", ".join(f"{x['train_time_s']:.1f}" for x in v), f"{med[k]:.1f}", f"{dense / med[k]:.2f}x",
+             fmt(*mean_std(x["final_avg_acc"]["class_il"] for x in v)), str(v[0]["execution"] or "-")]
+            for k, v in res.items()]
+    print(f"\n## Full-run wall time ({args.epochs[0]} epochs per task, {args.threads} threads, "
+          f"{args.repeats} interleaved repeats, seeds 0..{args.repeats - 1})\n")
+    print(table(["run", "train time (s), each", "median", "faster than dense", "Class-IL", "execution"], rows))
+    csr = dense / med["SparCL-DER++ 95 %, csr (auto)"]
+    print(f"\nSparCL-DER++ 95 % on the CSR path vs dense DER++: {csr:.2f}x (target >= 2x: "
+          f"{'PASS' if csr >= 2 else 'FAIL'})")
+    write_json("sparcl_speed.json", {"epochs": args.epochs[0], "threads": args.threads, "runs": res, "median": med})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("part", choices=("grid", "ddr-time"))
+    ap.add_argument("part", choices=("grid", "ddr-time", "speed"))
     ap.add_argument("--epochs", type=int, nargs="+", default=[5])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=1, help="parallel processes (use --threads 1 then)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rows", nargs="*", default=[], help="grid: only rows whose name contains one of these "
+                    "(the dense rows always run: they are the FLOPs reference)")
     args = ap.parse_args()
-    (grid if args.part == "grid" else ddr_time)(args)
+    {"grid": grid, "ddr-time": ddr_time, "speed": speed}[args.part](args)
 
 
 if __name__ == "__main__":

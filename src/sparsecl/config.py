@@ -14,6 +14,7 @@ from sparsecl.configtools import choices, helpfield
 from sparsecl.continual.config import ContinualConfig
 from sparsecl.sparcl.config import SparclConfig
 from sparsecl.sparse.config import SparsityConfig
+from sparsecl.train.distill import DistillConfig
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "step")
@@ -79,6 +80,7 @@ class TrainConfig:
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     sparcl: SparclConfig = field(default_factory=SparclConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         choices("optimizer", self.optimizer, OPTIMIZERS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import tomllib
 import types
@@ -31,7 +32,10 @@ class ConfigError(ValueError):
     """A wrong config key or value; the message is one line that says what is valid."""
 
 
+@functools.lru_cache(maxsize=None)
 def _hints(cls: type) -> dict[str, Any]:
+    """Resolved field types of a config dataclass (cached: resolving string annotations is slow, and
+    key resolution asks for every section's hints once per key)."""
     return get_type_hints(cls)
 
 

@@ -47,6 +47,10 @@ class ContinualMethod(Component):
     def compute_loss(self, batch: Batch) -> StepOutput:
         raise NotImplementedError
 
+    def forward_batch(self, batch_size: int) -> int:
+        """Examples one model forward carries in a training step (a hint for the layers' execution path)."""
+        return batch_size
+
     # -- shared helpers ---------------------------------------------------------------------------
     def current_loss(self, logits: torch.Tensor, batch: Batch, masked_head: bool) -> torch.Tensor:
         """Cross-entropy on current data; with ``masked_head`` the logits of classes outside the current

@@ -28,23 +28,13 @@ def add_export_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def _run_config(run_dir: Path) -> dict:
-    import yaml
-
-    from sparsecl.configtools import ConfigError
-
-    cfg_file = run_dir / "config.yaml"
-    if not cfg_file.is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
-    return yaml.safe_load(cfg_file.read_text())
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     from sparsecl.configtools import ConfigError
     from sparsecl.export.format import save_compressed
+    from sparsecl.train.distill import read_run_config
 
     run_dir = Path(args.run_dir)
-    config = _run_config(run_dir)
+    config = read_run_config(run_dir)
     weights = run_dir / "final_model.pt"
     if not weights.is_file():
         raise ConfigError(f"{run_dir} has no final_model.pt (the run did not finish, or checkpoint.keep_model=false)")
@@ -59,25 +49,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from sparsecl.config import TrainConfig
-    from sparsecl.configtools import make_config
     from sparsecl.continual.metrics import evaluate
-    from sparsecl.export.format import load_compressed
     from sparsecl.export.quantize import quantize_model
-    from sparsecl.train.build import build_data, build_model
+    from sparsecl.train.distill import load_trained
 
-    path = Path(args.path)
-    if path.is_dir():
-        config = _run_config(path)
-        state = torch.load(path / "final_model.pt", map_location="cpu", weights_only=True)
-    else:
-        state, meta = load_compressed(path)
-        config = meta["config"]
-    overrides = ["device=cpu"] + ([f"data_dir={args.data_dir}"] if args.data_dir else [])
-    cfg = make_config(TrainConfig, config, overrides)
-    stream, transform = build_data(cfg, torch.device("cpu"))
-    model = build_model(cfg, stream.dataset, torch.device("cpu"))
-    model.load_state_dict(state)
+    overrides = [f"data_dir={args.data_dir}"] if args.data_dir else []
+    model, cfg, stream, transform = load_trained(args.path, torch.device("cpu"), overrides)
     if args.quantize != "none":
         model = quantize_model(model, args.quantize)
     cil, til = evaluate(model, stream, transform, stream.num_tasks - 1, cfg.eval_batch_size)

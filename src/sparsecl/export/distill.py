@@ -35,12 +35,15 @@ class DistillationLoss(nn.Module):
         if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
             raise ValueError(f"student and teacher logits must both be [B, C]; got "
                              f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
+        hard = F.cross_entropy(student_logits, targets)
+        return self.weight * self.soft(student_logits, teacher_logits) + (1.0 - self.weight) * hard
+
+    def soft(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        """The soft term alone: T^2 KL(p || q), mean over the batch."""
         t = self.temperature
         log_q = F.log_softmax(student_logits / t, dim=1)
         log_p = F.log_softmax(teacher_logits.detach() / t, dim=1)
-        soft = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)  # KL(p || q)
-        hard = F.cross_entropy(student_logits, targets)
-        return self.weight * t * t * soft + (1.0 - self.weight) * hard
+        return t * t * F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)  # KL(p || q)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, weight={self.weight}"

@@ -96,6 +96,12 @@ class TaskAwareDynamicMasking(Component):
     def _needs_grads(self, ev: Event) -> bool:
         return ev.kind != "expand" or self.cfg.tdm_regrow == "gradient"
 
+    def needs_dense_grad(self, state: LoopState) -> bool:
+        """Gradient regrowth ranks INACTIVE weights by their gradient: it needs dense gradients while it
+        collects them for a due event (drops rank active weights only)."""
+        ev = self._due(state)
+        return ev is not None and self.cfg.tdm_regrow == "gradient" and self._needs_grads(ev)
+
     # -- gradient collection ----------------------------------------------------------------------
     def before_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
         ev = self._due(state)

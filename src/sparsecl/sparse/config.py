@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sparsecl.configtools import choices, helpfield
+from sparsecl.kernels.paths import PATH_CHOICES
 from sparsecl.sparse.distributions import DISTRIBUTIONS, SCORED_DISTRIBUTIONS
 from sparsecl.sparse.filters import LAYER_FILTERS
 from sparsecl.sparse.methods import SPARSE_METHODS
@@ -42,6 +43,9 @@ class SparsityConfig:
     gmp_initial_density: float = helpfield("gmp: density at gmp_begin (1: start dense)", default=1.0)
     lth_rounds: int = helpfield("lth: pruning rounds R (R + 1 trainings, the last at the target density)", default=3)
     lth_rewind_step: int = helpfield("lth: rewind survivors to their value after this step (0: initialisation)", default=0)
+    execution: str = helpfield("how sparse layers compute in training: auto (CSR kernels per layer where the "
+                               "fitted cost model says they are faster) | csr | masked (dense weight x mask)",
+                               default="auto")
     pattern: str = helpfield("unstructured | n:m", default="unstructured")
     nm_n: int = helpfield("n:m pattern: weights kept per group", default=2)
     nm_m: int = helpfield("n:m pattern: group size along the input dimension", default=4)
@@ -53,6 +57,7 @@ class SparsityConfig:
         choices("sparsity.distribution", self.distribution, DISTRIBUTIONS.names())
         choices("sparsity.drop_schedule", self.drop_schedule, DROP_SCHEDULES.names())
         choices("sparsity.pattern", self.pattern, MASK_PATTERNS.names())
+        choices("sparsity.execution", self.execution, PATH_CHOICES)
         self._check_ranges()
         self._check_options()
         if self.method != "auto":

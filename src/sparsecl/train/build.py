@@ -10,17 +10,21 @@ from dataclasses import dataclass, field
 import torch
 
 from sparsecl.config import TrainConfig
+from sparsecl.configtools import ConfigError
 from sparsecl.continual.base import ContinualMethod, MethodContext
 from sparsecl.continual.methods import create_method
 from sparsecl.data.dataset import ArrayDataset
 from sparsecl.data.registry import load_dataset
 from sparsecl.data.stream import Stream, make_stream
 from sparsecl.data.transforms import Augment, BatchTransform
+from sparsecl.kernels.execution import SparseExecution
 from sparsecl.models import create_model
 from sparsecl.sparcl.components import build_sparcl
 from sparsecl.sparse.engine import MaskEngine
+from sparsecl.sparse.flops import profile_layers
 from sparsecl.sparse.methods import SPARSE_METHODS
 from sparsecl.sparse.small_dense import match_width, target_param_count
+from sparsecl.train.distill import Distillation, load_trained
 from sparsecl.train.hooks import Component
 from sparsecl.train.meters import FlopsMeter
 from sparsecl.train.optim import LrSchedule, make_optimizer
@@ -47,6 +51,8 @@ class Run:
     components: list[Component]  # method first, then SparCL's, then meters: the order hooks run in
     plan: list[int]  # planned optimizer steps per task (0: the task is not trained on)
     epochs: int  # epochs per task actually run (cfg.epochs times the schedule multiplier)
+    execution: SparseExecution  # which sparse layers compute through CSR kernels
+    distill: Distillation | None  # knowledge distillation from a teacher (distill.teacher)
     generators: dict[str, torch.Generator] = field(default_factory=dict)
 
 
@@ -125,9 +131,24 @@ def build_run(cfg: TrainConfig) -> Run:
 
     sparcl = build_sparcl(cfg, model, engine, method, stream, gens["sparcl"], device)
     flops = FlopsMeter(model, ds.input_shape, engine, grad_density=sparcl.grad_density)
-    components: list[Component] = [method, *sparcl.components, flops]
+    execution = SparseExecution(model, engine, sparsity.execution, method.forward_batch(cfg.batch_size),
+                                consumers=sparcl.components)
+    distill = build_distillation(cfg, ds, device)
+    components: list[Component] = [method, execution, *([distill] if distill else []), *sparcl.components, flops]
     return Run(cfg, ds, stream, transform, model, optimizer, LrSchedule(optimizer, cfg), method, engine, flops,
-               components, plan, epochs, gens)
+               components, plan, epochs, execution, distill, gens)
+
+
+def build_distillation(cfg: TrainConfig, ds: ArrayDataset, device: torch.device) -> Distillation | None:
+    """The teacher of ``distill.teacher`` (None when unset); it must have been trained on the same dataset."""
+    d = cfg.distill
+    if d.teacher is None:
+        return None
+    teacher, tcfg, _, _ = load_trained(d.teacher, device, [f"data_dir={cfg.data_dir}"] if cfg.data_dir else [])
+    if tcfg.dataset != cfg.dataset:
+        raise ConfigError(f"distill.teacher was trained on {tcfg.dataset}, this run trains on {cfg.dataset}")
+    flops = sum(layer.macs for layer in profile_layers(teacher, ds.input_shape))
+    return Distillation(teacher, d.weight, d.temperature, flops)
 
 
 def _check_buffer_fits(cfg: TrainConfig, stream: Stream) -> None:

@@ -1,7 +1,7 @@
 """The named moments of the loop, and the small base class of everything plugged into them.
 
 One training step, as data flowing through it (ARCHITECTURE.md):
-batch -> method.compute_loss -> ``before_backward`` -> backward -> ``after_backward`` -> stepper.step() (optimizer or mask
+batch -> ``before_forward`` -> method.compute_loss -> ``before_backward`` -> backward -> ``after_backward`` -> stepper.step() (optimizer or mask
 engine) -> ``after_step`` -> ... ``on_epoch_end`` ... ``on_task_start`` / ``on_task_end``.
 Components never reach into the loop's locals: what they may read or change is on ``LoopState``.
 """
@@ -74,6 +74,14 @@ class Component:
 
     def on_epoch_start(self, state: LoopState, task: Task) -> None:
         pass
+
+    def before_forward(self, state: LoopState, batch: Batch) -> None:
+        pass
+
+    def needs_dense_grad(self, state: LoopState) -> bool:
+        """Whether this step's backward must give the gradients of INACTIVE weights too (asked before the
+        forward; a CSR-executing layer then computes its dense product for this step)."""
+        return False
 
     def before_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
         pass

@@ -212,6 +212,8 @@ class Trainer:
         batch = make_batch(r.stream, task, idx, r.transform, r.generators["augment"])
         r.lr_schedule.apply(st.task_step, st.steps_per_task, r.epochs)
         r.optimizer.zero_grad(set_to_none=True)
+        for c in r.components:
+            c.before_forward(st, batch)
         out = r.method.compute_loss(batch)
         loss = check_loss(out.loss, r.model, st.step, task.id, batch.x)
         for c in r.components:
@@ -276,7 +278,10 @@ class Trainer:
             "steps": self.counters["steps"],
             "flops": r.flops.report(),
             "density": {"overall": dens["overall"], "layers": dens["layers"], "model": r.engine.model_density()},
+            "execution": r.execution.paths(),
         }
+        if r.distill is not None:
+            summary["distill"] = {"teacher": r.cfg.distill.teacher, **r.distill.report()}
         if torch.cuda.is_available() and self.state.device.type == "cuda":
             summary["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         write_json(self.out / "summary.json", summary)

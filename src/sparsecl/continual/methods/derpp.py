@@ -21,6 +21,7 @@ class DERpp(RehearsalMethod):
     """
 
     store_logits = True
+    replay_draws = 2
     options = RehearsalMethod.options + ("alpha", "beta")
 
     def compute_loss(self, batch: Batch) -> StepOutput:

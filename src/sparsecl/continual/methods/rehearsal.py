@@ -64,6 +64,13 @@ class RehearsalMethod(ContinualMethod):
             return [self.model(x) for x in xs]
         return list(self.model(torch.cat(xs)).split([x.shape[0] for x in xs]))
 
+    replay_draws = 1  # replay minibatches drawn per step (forwarded together with the current batch)
+
+    def forward_batch(self, batch_size: int) -> int:
+        if not self.batch_independent:
+            return batch_size
+        return batch_size + self.replay_draws * (self.cfg.replay_batch_size or batch_size)
+
     # -- replay -----------------------------------------------------------------------------------
     def replay_size(self, batch: Batch) -> int:
         """``replay_batch_size``, or the current batch's size when it is 0."""

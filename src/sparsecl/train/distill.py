@@ -1,0 +1,128 @@
+"""Knowledge distillation from a trained teacher into the model being trained, as a training option.
+
+``distill.teacher=PATH`` (a finished run's folder, or a file written by ``sparsecl export``) turns it on:
+the teacher is rebuilt from its own config (any model the library makes, e.g. a dense or wider network
+distilled into a sparse student) and, at every step, the current-data part of the method's loss becomes
+
+    (1 - w) * L_current + w * T^2 KL(softmax(v / T) || softmax(z / T))
+
+with v the teacher's and z the student's logits on the current batch (Hinton, Vinyals and Dean, 2015,
+arXiv:1503.02531; ``export.distill.DistillationLoss``). Replay terms of the continual method (DER++'s
+logit and label terms, ...) are kept as they are, so the option composes with every method; for plain
+training (``method=sgd``) it is exactly Hinton's loss. SparCL's importance scores see the distilled
+current-data loss as their "current" part.
+
+Cost accounting: the teacher's forward passes are not student training FLOPs; they are reported apart
+in ``summary.json`` under ``distill`` (dense forward FLOPs x examples), so the bill stays honest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from sparsecl.configtools import ConfigError, helpfield
+from sparsecl.data.batch import Batch
+from sparsecl.export.distill import DistillationLoss
+from sparsecl.train.hooks import Component, LoopState, StepOutput
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation from a trained teacher (off unless ``teacher`` is set)."""
+
+    teacher: str | None = helpfield("a finished run's folder or a `sparsecl export` file: the teacher (off if unset)",
+                                    default=None)
+    weight: float = helpfield("w: share of the soft (teacher) term in the current-data loss, in [0, 1]", default=0.5)
+    temperature: float = helpfield("T: softmax temperature of the soft term (> 0)", default=4.0)
+
+    def __post_init__(self) -> None:
+        DistillationLoss(self.temperature, self.weight)  # validates both, one-line errors
+
+
+class Trained(NamedTuple):
+    model: nn.Module
+    cfg: Any  # its TrainConfig
+    stream: Any  # its data stream (on the CPU)
+    transform: Any
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """The config of the run in ``run_dir``: its ``config.yaml`` (written by ``sparsecl train``), else the
+    ``config`` of its ``summary.json`` (runs driven through the Python API)."""
+    import yaml
+
+    cfg_file, summary = run_dir / "config.yaml", run_dir / "summary.json"
+    if cfg_file.is_file():
+        return yaml.safe_load(cfg_file.read_text())
+    if summary.is_file():
+        return json.loads(summary.read_text())["config"]
+    raise ConfigError(f"{run_dir} is not a run folder (no config.yaml or summary.json)")
+
+
+def load_trained(path: str | Path, device: torch.device, overrides: list[str] | None = None) -> Trained:
+    """A trained model (on ``device``) with its config and data, from a run folder (``config.yaml`` +
+    ``final_model.pt``) or a ``sparsecl export`` file (config in its header)."""
+    from sparsecl.config import TrainConfig
+    from sparsecl.configtools import make_config
+    from sparsecl.export.format import load_compressed
+    from sparsecl.train.build import build_data, build_model
+
+    path = Path(path)
+    if path.is_dir():
+        config = read_run_config(path)
+        weights = path / "final_model.pt"
+        if not weights.is_file():
+            raise ConfigError(f"{path} has no final_model.pt (the run did not finish, or checkpoint.keep_model=false)")
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    elif path.is_file():
+        state, meta = load_compressed(path)
+        config = meta["config"]
+    else:
+        raise ConfigError(f"no run folder or exported model at {path}")
+    cfg = make_config(TrainConfig, config, ["device=cpu", *(overrides or [])])
+    stream, transform = build_data(cfg, torch.device("cpu"))
+    model = build_model(cfg, stream.dataset, torch.device("cpu"))
+    model.load_state_dict(state)
+    return Trained(model.to(device), cfg, stream, transform)
+
+
+class Distillation(Component):
+    """Adds the teacher's soft targets to the current-data loss (see the module docstring). Runs in
+    ``before_backward`` ahead of every other component, so they all see the distilled loss."""
+
+    def __init__(self, teacher: nn.Module, weight: float, temperature: float, teacher_flops: int) -> None:
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.loss = DistillationLoss(temperature, weight)
+        self.weight = weight
+        self.teacher_flops = int(teacher_flops)  # dense forward FLOPs of one example
+        self.examples = 0
+
+    def before_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
+        with torch.no_grad():
+            v = self.teacher(batch.x)
+        if v.shape != out.logits.shape:
+            raise ValueError(f"distill: teacher logits {tuple(v.shape)} do not match the student's "
+                             f"{tuple(out.logits.shape)} (a teacher of another dataset or head?)")
+        self.examples += len(batch)
+        soft = self.weight * self.loss.soft(out.logits, v)
+        if out.parts and "current" in out.parts:
+            current = out.parts["current"]
+            out.parts["current"] = (1.0 - self.weight) * current + soft
+            out.loss = out.loss - current + out.parts["current"]
+        else:  # the whole loss is the current-data loss
+            out.loss = (1.0 - self.weight) * out.loss + soft
+
+    def report(self) -> dict[str, Any]:
+        return {"teacher_examples": self.examples, "teacher_forward_flops": self.teacher_flops * self.examples}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"examples": self.examples}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.examples = int(sd["examples"])
