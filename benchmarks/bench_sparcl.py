@@ -13,6 +13,7 @@ divided by this run's), the SparCL/RigL convention.
 usage:
   python benchmarks/bench_sparcl.py grid --epochs 5 --seeds 0 1 2 --jobs 2
   python benchmarks/bench_sparcl.py grid --epochs 5 --rows static ERK     # some rows (+ the dense ones)
+  python benchmarks/bench_sparcl.py grid --epochs 5 --init rescale        # variance-preserving sparse init
   python benchmarks/bench_sparcl.py ddr-time --epochs 5 --repeats 3
   python benchmarks/bench_sparcl.py speed --epochs 5 --repeats 3 --threads 2   # CSR execution vs dense
 """
@@ -54,10 +55,12 @@ def grid(args: argparse.Namespace) -> None:
     spec = [r for r in rows_spec() if r[0].startswith("dense ") or not args.rows
             or any(k in r[0] for k in args.rows)]
     jobs, keys = [], []
+    init = [] if args.init == "dense" else [f"sparsity.init={args.init}"]
     for epochs in args.epochs:
         for name, host, extra in spec:
             for seed in args.seeds:
-                jobs.append([*BASE, *HOST[host], *extra, f"epochs={epochs}", f"seed={seed}", f"threads={args.threads}"])
+                jobs.append([*BASE, *HOST[host], *extra, *(init if extra else []), f"epochs={epochs}", f"seed={seed}",
+                             f"threads={args.threads}"])
                 keys.append((epochs, name, host, seed))
     summaries = run_many(jobs, args.jobs)
     results: dict = {}
@@ -79,10 +82,11 @@ def grid(args: argparse.Namespace) -> None:
                          f"{flops:.3e}", f"{dense_flops[host] / flops:.1f}x",
                          f"{statistics.median(r['train_time_s'] for r in rs):.1f}",
                          f"{statistics.fmean(r['density'] for r in rs):.4f}"])
-        print(f"\n## {epochs} epochs per task, seeds {args.seeds} (mean ± std)\n")
+        print(f"\n## {epochs} epochs per task, seeds {args.seeds} (mean ± std), sparse rows: sparsity.init={args.init}\n")
         print(table(["row", "Class-IL", "Task-IL", "forgetting (CIL)", "train FLOPs", "fewer than dense",
                      "train time (s, median)", "final density"], rows))
     tag = "_".join(map(str, args.epochs)) + ("_" + "_".join(args.rows).replace(" ", "") if args.rows else "")
+    tag += "" if args.init == "dense" else f"_init-{args.init}"
     write_json(f"sparcl_grid_{tag}.json", {"base": BASE, "results": results})
 
 
@@ -146,6 +150,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="parallel processes (use --threads 1 then)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--init", default="dense", choices=("dense", "rescale"),
+                    help="grid: sparsity.init of every sparse row (dense: the release's initialisation)")
     ap.add_argument("--rows", nargs="*", default=[], help="grid: only rows whose name contains one of these "
                     "(the dense rows always run: they are the FLOPs reference)")
     args = ap.parse_args()

@@ -388,3 +388,33 @@ def test_lth_rewind_step_must_fit_in_a_round():
     cfg = SparsityConfig(method="lth", density=0.5, lth_rounds=3, lth_rewind_step=5)
     with pytest.raises(ValueError, match="below the round length 5"):
         MaskEngine(model, torch.optim.SGD(model.parameters(), lr=0.1), cfg, total_steps=20)
+
+
+def test_rescaled_init_restores_each_units_squared_sum():
+    """init=rescale: surviving weights of a row scaled by sqrt(sum_all w^2 / sum_active w^2), exactly."""
+    model = nn.Sequential(nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, -2.0, 3.0, 0.5], [0.1, 0.2, -0.3, 4.0]]))
+    cfg = SparsityConfig(method="magnitude", density=0.5, init="rescale")
+    engine = MaskEngine(model, torch.optim.SGD(model.parameters(), lr=0.1), cfg, 10, torch.Generator().manual_seed(0))
+    engine.begin()
+    # magnitude keeps the layer's 4 largest |w|: 4.0, 3.0, -2.0, 1.0
+    w = model[0].weight.detach()
+    mask = engine.masks["0.weight"]
+    assert mask.tolist() == [[True, True, True, False], [False, False, False, True]]
+    r0 = (14.25 / 14.0) ** 0.5
+    r1 = (16.14 / 16.0) ** 0.5
+    expect = torch.tensor([[1.0 * r0, -2.0 * r0, 3.0 * r0, 0.0], [0.0, 0.0, 0.0, 4.0 * r1]])
+    torch.testing.assert_close(w, expect)
+    torch.testing.assert_close(w.pow(2).sum(1), torch.tensor([14.25, 16.14]))
+
+
+def test_dense_init_keeps_survivors_as_initialised():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5))
+    w0 = model[0].weight.detach().clone()
+    engine = MaskEngine(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                        SparsityConfig(method="static", density=0.4), 10, torch.Generator().manual_seed(0))
+    engine.begin()
+    mask = engine.masks["0.weight"]
+    assert torch.equal(model[0].weight.detach()[mask], w0[mask])

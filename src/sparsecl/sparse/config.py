@@ -43,6 +43,9 @@ class SparsityConfig:
     gmp_initial_density: float = helpfield("gmp: density at gmp_begin (1: start dense)", default=1.0)
     lth_rounds: int = helpfield("lth: pruning rounds R (R + 1 trainings, the last at the target density)", default=3)
     lth_rewind_step: int = helpfield("lth: rewind survivors to their value after this step (0: initialisation)", default=0)
+    init: str = helpfield("surviving weights of the first mask: dense (kept as initialised) | rescale (per output "
+                          "unit, scaled to the dense unit's squared sum: its activation variance at init)",
+                          default="dense")
     execution: str = helpfield("how sparse layers compute in training: auto (CSR kernels per layer where the "
                                "fitted cost model says they are faster) | csr | masked (dense weight x mask)",
                                default="auto")
@@ -58,6 +61,7 @@ class SparsityConfig:
         choices("sparsity.drop_schedule", self.drop_schedule, DROP_SCHEDULES.names())
         choices("sparsity.pattern", self.pattern, MASK_PATTERNS.names())
         choices("sparsity.execution", self.execution, PATH_CHOICES)
+        choices("sparsity.init", self.init, ("dense", "rescale"))
         self._check_ranges()
         self._check_options()
         if self.method != "auto":

@@ -127,7 +127,10 @@ class MaskEngine:
         if self._begun:
             return
         if self.layers:
+            dense = [layer.param.detach().clone() for layer in self.layers] if self.cfg.init == "rescale" else None
             self._install(dict(enumerate(self.method.initial_masks(loss_closure))))
+            if dense is not None:
+                self._rescale_survivors(dense)
         self.method.observe_weights(0)
         self._begun = True
 
@@ -239,6 +242,21 @@ class MaskEngine:
             self.mask_version += 1
             self._refresh()
         return changed
+
+    def _rescale_survivors(self, dense: list[torch.Tensor]) -> None:
+        """``init=rescale``: per output unit r (row of the [out, fan-in] weight), multiply the surviving
+        weights by sqrt(sum_all w_r^2 / sum_active w_r^2), so that each unit's pre-activation variance at
+        initialisation is the dense network's instead of about ``density`` times it. The signal-propagation
+        argument of Lee et al. (ICLR 2020, arXiv:1906.06307) and the sparsity-aware initialisation of
+        Evci et al. (AAAI 2022, arXiv:2010.03533), who re-draw the survivors with the fan-in of the sparse
+        unit; here they are rescaled instead, which keeps the magnitude ranking a magnitude-pruned
+        initial mask was chosen by. A unit with no surviving weight stays at 0."""
+        with torch.no_grad():
+            for layer, w0 in zip(self.layers, dense):
+                sq = w0.flatten(1).pow(2)
+                kept = (sq * layer.fmask.flatten(1)).sum(1)
+                ratio = torch.where(kept > 0, (sq.sum(1) / kept.clamp_min(torch.finfo(sq.dtype).tiny)).sqrt(), 0.0)
+                layer.param.mul_(ratio.view(-1, *[1] * (layer.param.dim() - 1)))
 
     def _refresh(self) -> None:
         self._masked = [layer for layer in self.layers if layer.count < layer.numel]
