@@ -12,6 +12,9 @@ logit and label terms, ...) are kept as they are, so the option composes with ev
 training (``method=sgd``) it is exactly Hinton's loss. SparCL's importance scores see the distilled
 current-data loss as their "current" part.
 
+The loss logged per epoch (and checked for NaN before the backward) is the method's, before the
+distillation term; a non-finite teacher term is caught at the next step's check, which names the layer.
+
 Cost accounting: the teacher's forward passes are not student training FLOPs; they are reported apart
 in ``summary.json`` under ``distill`` (dense forward FLOPs x examples), so the bill stays honest.
 """
