@@ -29,16 +29,11 @@ def add_export_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from sparsecl.configtools import ConfigError
     from sparsecl.export.format import save_compressed
-    from sparsecl.train.distill import read_run_config
+    from sparsecl.train.distill import read_run_config, read_run_weights
 
     run_dir = Path(args.run_dir)
-    config = read_run_config(run_dir)
-    weights = run_dir / "final_model.pt"
-    if not weights.is_file():
-        raise ConfigError(f"{run_dir} has no final_model.pt (the run did not finish, or checkpoint.keep_model=false)")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    config, state = read_run_config(run_dir), read_run_weights(run_dir)
     out = Path(args.output) if args.output else run_dir / f"model.{args.format}.{args.values}.spcl"
     size = save_compressed(state, out, fmt=args.format, values=args.values, meta={"config": config})
     buf = io.BytesIO()
@@ -51,10 +46,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from sparsecl.continual.metrics import evaluate
     from sparsecl.export.quantize import quantize_model
-    from sparsecl.train.distill import load_trained
+    from sparsecl.train.build import build_data
+    from sparsecl.train.distill import build_trained, read_trained
 
-    overrides = [f"data_dir={args.data_dir}"] if args.data_dir else []
-    model, cfg, stream, transform = load_trained(args.path, torch.device("cpu"), overrides)
+    cfg, state = read_trained(args.path, [f"data_dir={args.data_dir}"] if args.data_dir else [])
+    stream, transform = build_data(cfg, torch.device("cpu"))
+    model = build_trained(cfg, state, stream.dataset, torch.device("cpu"))
     if args.quantize != "none":
         model = quantize_model(model, args.quantize)
     cil, til = evaluate(model, stream, transform, stream.num_tasks - 1, cfg.eval_batch_size)

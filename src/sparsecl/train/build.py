@@ -24,7 +24,7 @@ from sparsecl.sparse.engine import MaskEngine
 from sparsecl.sparse.flops import profile_layers
 from sparsecl.sparse.methods import SPARSE_METHODS
 from sparsecl.sparse.small_dense import match_width, target_param_count
-from sparsecl.train.distill import Distillation, load_trained
+from sparsecl.train.distill import Distillation, build_trained, read_trained
 from sparsecl.train.hooks import Component
 from sparsecl.train.meters import FlopsMeter
 from sparsecl.train.optim import LrSchedule, make_optimizer
@@ -144,9 +144,10 @@ def build_distillation(cfg: TrainConfig, ds: ArrayDataset, device: torch.device)
     d = cfg.distill
     if d.teacher is None:
         return None
-    teacher, tcfg, _, _ = load_trained(d.teacher, device, [f"data_dir={cfg.data_dir}"] if cfg.data_dir else [])
+    tcfg, state = read_trained(d.teacher)
     if tcfg.dataset != cfg.dataset:
         raise ConfigError(f"distill.teacher was trained on {tcfg.dataset}, this run trains on {cfg.dataset}")
+    teacher = build_trained(tcfg, state, ds, device)  # the run's own dataset: same one, not loaded again
     flops = sum(layer.macs for layer in profile_layers(teacher, ds.input_shape))
     return Distillation(teacher, d.weight, d.temperature, flops)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,13 +48,6 @@ class DistillConfig:
         DistillationLoss(self.temperature, self.weight)  # validates both, one-line errors
 
 
-class Trained(NamedTuple):
-    model: nn.Module
-    cfg: Any  # its TrainConfig
-    stream: Any  # its data stream (on the CPU)
-    transform: Any
-
-
 def read_run_config(run_dir: Path) -> dict[str, Any]:
     """The config of the run in ``run_dir``: its ``config.yaml`` (written by ``sparsecl train``), else the
     ``config`` of its ``summary.json`` (runs driven through the Python API)."""
@@ -68,31 +61,39 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     raise ConfigError(f"{run_dir} is not a run folder (no config.yaml or summary.json)")
 
 
-def load_trained(path: str | Path, device: torch.device, overrides: list[str] | None = None) -> Trained:
-    """A trained model (on ``device``) with its config and data, from a run folder (``config.yaml`` +
-    ``final_model.pt``) or a ``sparsecl export`` file (config in its header)."""
+def read_run_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The final weights a finished run wrote to ``run_dir/final_model.pt``."""
+    weights = run_dir / "final_model.pt"
+    if not weights.is_file():
+        raise ConfigError(f"{run_dir} has no final_model.pt (the run did not finish, or checkpoint.keep_model=false)")
+    return torch.load(weights, map_location="cpu", weights_only=True)
+
+
+def read_trained(path: str | Path, overrides: list[str] | None = None) -> tuple[Any, dict[str, torch.Tensor]]:
+    """(TrainConfig, weights) of a trained model: a run folder (``config.yaml`` + ``final_model.pt``) or a
+    ``sparsecl export`` file (config in its header). The config gets ``device=cpu`` and ``overrides``."""
     from sparsecl.config import TrainConfig
     from sparsecl.configtools import make_config
     from sparsecl.export.format import load_compressed
-    from sparsecl.train.build import build_data, build_model
 
     path = Path(path)
     if path.is_dir():
-        config = read_run_config(path)
-        weights = path / "final_model.pt"
-        if not weights.is_file():
-            raise ConfigError(f"{path} has no final_model.pt (the run did not finish, or checkpoint.keep_model=false)")
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        config, state = read_run_config(path), read_run_weights(path)
     elif path.is_file():
         state, meta = load_compressed(path)
         config = meta["config"]
     else:
         raise ConfigError(f"no run folder or exported model at {path}")
-    cfg = make_config(TrainConfig, config, ["device=cpu", *(overrides or [])])
-    stream, transform = build_data(cfg, torch.device("cpu"))
-    model = build_model(cfg, stream.dataset, torch.device("cpu"))
+    return make_config(TrainConfig, config, ["device=cpu", *(overrides or [])]), state
+
+
+def build_trained(cfg: Any, state: dict[str, torch.Tensor], ds: Any, device: torch.device) -> nn.Module:
+    """The model of ``cfg`` for dataset ``ds`` with the trained weights ``state``, on ``device``."""
+    from sparsecl.train.build import build_model
+
+    model = build_model(cfg, ds, torch.device("cpu"))
     model.load_state_dict(state)
-    return Trained(model.to(device), cfg, stream, transform)
+    return model.to(device)
 
 
 class Distillation(Component):

@@ -31,8 +31,6 @@ def _flat(grads: Any, params: list[torch.Tensor]) -> torch.Tensor:
 
 @CL_METHODS.register("agem")
 class AGEM(RehearsalMethod):
-    replay_draws = 0  # the reference batch has a forward of its own
-
     """The reference gradient r is the gradient of the CE on ``agem_batch`` examples drawn from the buffer
     (the paper's P = 256 random memory examples), computed in ``compute_loss`` with the same parameters as
     the current gradient g; ``after_backward`` replaces g by ``agem_project(g, r)``.
@@ -43,6 +41,7 @@ class AGEM(RehearsalMethod):
     """
 
     options = ("buffer_size", "buffer_policy", "agem_batch", "masked_head")
+    replay_draws = 0  # the reference batch has a forward of its own
 
     def __init__(self, model: torch.nn.Module, cfg: Any, ctx: MethodContext) -> None:
         super().__init__(model, cfg, ctx)
