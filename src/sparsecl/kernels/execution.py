@@ -106,7 +106,7 @@ class ExecutionFlags:
 
 class CsrLinear(nn.Linear):
     """An nn.Linear (same parameters) whose product runs through ``kernels.function`` when its plan says
-    so; see the module docstring. Created only by :func:`enable_sparse_execution`."""
+    so; see the module docstring. Created only by :class:`SparseExecution`."""
 
     csr_plan: LayerPlan
     csr_backend: str
@@ -120,7 +120,7 @@ class CsrLinear(nn.Linear):
 
 class CsrConv2d(nn.Conv2d):
     """An nn.Conv2d (same parameters) running the direct sparse convolution of ``kernels.conv`` when its
-    plan says so. Created only by :func:`enable_sparse_execution`."""
+    plan says so. Created only by :class:`SparseExecution`."""
 
     csr_plan: LayerPlan
 
