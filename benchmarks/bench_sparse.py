@@ -57,9 +57,9 @@ OUT = HERE / "out"
 MODELS = {"mlp": ("LeNet-300-100", ["model=mlp", "hidden=300,100"]), "cnn": ("small CNN", ["model=cnn"])}
 OVERHEAD_MODELS = {"LeNet-300-100": ["model=mlp", "hidden=300,100"],
                    "784-1000-1000-10": ["model=mlp", "hidden=1000,1000"]}
-# (method, distribution) rows; dense runs once at density 1. small_dense widens only mlp/resnet18.
+# (method, distribution) rows; dense runs once at density 1. small_dense narrows mlp (hidden) and cnn (nf).
 SPARSE_ROWS = [(m, "erk") for m in ("static", "magnitude", "snip", "set", "snfs", "rigl", "gmp", "lth")]
-SMALL_DENSE_MODELS = ("mlp",)
+SMALL_DENSE_MODELS = ("mlp", "cnn")
 DENSITIES = (0.2, 0.1, 0.05)
 
 # The recipe of every grid run (``sparsity.*`` defaults of the library are the RigL paper's:
@@ -381,8 +381,8 @@ def describe_setup(res: dict[str, Any]) -> str:
         "methods: ERK over every Linear/Conv weight (biases dense), initial masks from the run's seed; "
         "set/snfs/rigl: delta_t = 100, T_end = 0.75, alpha = 0.3 cosine; gmp: dense to target between 0 and 75 % "
         f"of training every delta_t; lth: `sparsity.lth_rounds` = {lth} (R rounds = R + 1 trainings of the nominal "
-        "length, rewound to init; its training FLOPs count all of them); small_dense: the MLP with hidden widths "
-        "scaled to the sparse parameter count (the library builds it for mlp/resnet18 only). FLOPs: per-run "
+        "length, rewound to init; its training FLOPs count all of them); small_dense: the dense net narrowed to the "
+        "sparse parameter count (MLP hidden widths; small CNN base width nf, layers nf/2, nf, 2nf). FLOPs: per-run "
         "`FlopsMeter` totals divided by the dense run of the same model (train: all training steps; inference: "
         "one forward).")
     return f"{machine_text}\n\n{recipe_text}\n"

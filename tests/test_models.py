@@ -120,6 +120,7 @@ def test_reset_parameters_rejects_unknown_stateful_modules():
         ("mlp", (1, 28, 28), {"hidden": (300, 100)}, 266_610),  # LeNet-300-100
         ("mlp", (1, 28, 28), {"hidden": (1000, 1000)}, 1_796_010),  # 784-1000-1000-10
         ("cnn", (1, 28, 28), {}, 421_642),  # 320 + 18_496 + (3136*128+128) + 1_290
+        ("cnn", (1, 28, 28), {"nf": 16}, 26_698),  # 80 + 1_168 + (784*32+32) + 330
         ("resnet18", (3, 32, 32), {}, 11_173_962),  # mammoth resnet18(nclasses=10, nf=64)
         ("resnet18", (3, 32, 32), {"nf": 20}, 1_094_750),  # the reduced ResNet-18
         ("wrn", (3, 32, 32), {}, 1_079_642),  # WRN-22-2, counted block by block
@@ -194,7 +195,7 @@ def test_unknown_model_lists_valid_names():
     ("name", "kwargs", "unused", "takes"),
     [
         ("mlp", {"nf": 32}, "nf", "hidden"),
-        ("cnn", {"hidden": (10,)}, "hidden", "none"),
+        ("cnn", {"hidden": (10,)}, "hidden", "nf"),
         ("resnet18", {"depth": 28, "width": 4}, "depth, width", "nf"),
         ("wrn", {"nf": 20}, "nf", "depth, width"),
     ],

@@ -278,3 +278,27 @@ def test_small_dense_matches_the_sparse_parameter_count():
     assert match_width(build, 10**9) == 1.0 and match_width(build, 1) == 1 / 64
     glob = SparsityConfig(method="snip", density=0.1, distribution="global")
     assert target_param_count(model, glob) == budget(specs, 0.1) + biases
+
+
+@pytest.mark.parametrize(("model", "key"), [("cnn", "nf"), ("mlp", "hidden")])
+def test_small_dense_build_narrows_the_backbone_to_the_sparse_parameter_count(model, key):
+    from types import SimpleNamespace
+
+    from sparsecl.config import TrainConfig
+    from sparsecl.configtools import make_config
+    from sparsecl.models import create_model
+    from sparsecl.train.build import build_model
+
+    ds = SimpleNamespace(input_shape=(1, 28, 28), num_classes=10)
+    cfg = make_config(TrainConfig, None, [f"model={model}", "sparsity.method=small_dense", "sparsity.density=0.1",
+                                          "sparsity.distribution=erk"])
+    target = target_param_count(create_model(model, ds.input_shape, 10), cfg.sparsity)
+    small = build_model(cfg, ds, torch.device("cpu"))
+    n = count_params(small)
+    assert n < count_params(create_model(model, ds.input_shape, 10)) / 5
+    if model == "cnn":  # the nearest base width: one channel more or less is farther from the target
+        nf = small.conv2.out_channels
+        near = [count_params(create_model("cnn", ds.input_shape, 10, nf=f)) for f in (nf - 1, nf + 1)]
+        assert all(abs(n - target) <= abs(c - target) for c in near)
+    else:
+        assert abs(n - target) / target < 0.01

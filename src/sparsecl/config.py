@@ -53,7 +53,7 @@ class TrainConfig:
     # model
     model: str = helpfield("mlp | cnn | resnet18 | wrn", default="mlp")
     hidden: tuple[int, ...] = helpfield("MLP hidden widths", default=(256, 256))
-    nf: int = helpfield("ResNet-18 base width (64 full, 20 reduced)", default=64)
+    nf: int = helpfield("ResNet-18 base width (64 full, 20 reduced); small CNN: nf/2, nf, 2nf wide", default=64)
     width: int = helpfield("WideResNet width factor", default=2)
     depth: int = helpfield("WideResNet depth", default=22)
     # optimisation

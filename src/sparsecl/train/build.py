@@ -89,8 +89,9 @@ def build_model(cfg: TrainConfig, ds: ArrayDataset, device: torch.device) -> tor
 
 def _small_dense_widths(cfg: TrainConfig, ds: ArrayDataset) -> tuple[tuple[int, ...], int]:
     """(hidden, nf) scaled by the width multiplier whose dense parameter count matches the sparse model."""
-    if cfg.model not in ("mlp", "resnet18"):
-        raise ValueError(f"sparsity.method=small_dense scales the width of mlp (hidden) or resnet18 (nf), not {cfg.model}")
+    if cfg.model not in ("mlp", "resnet18", "cnn"):
+        raise ValueError(f"sparsity.method=small_dense scales the width of mlp (hidden) or resnet18/cnn (nf), "
+                         f"not {cfg.model}")
 
     def widths(m: float) -> tuple[tuple[int, ...], int]:
         if cfg.model == "mlp":
