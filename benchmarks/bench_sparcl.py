@@ -14,6 +14,7 @@ usage:
   python benchmarks/bench_sparcl.py grid --epochs 5 --seeds 0 1 2 --jobs 2
   python benchmarks/bench_sparcl.py grid --epochs 5 --rows static ERK     # some rows (+ the dense ones)
   python benchmarks/bench_sparcl.py grid --epochs 5 --init rescale        # variance-preserving sparse init
+  python benchmarks/bench_sparcl.py grid --epochs 10 --rows "DER++ 90" --set sparcl.tdm_regrow=gradient
   python benchmarks/bench_sparcl.py ddr-time --epochs 5 --repeats 3
   python benchmarks/bench_sparcl.py speed --epochs 5 --repeats 3 --threads 2   # CSR execution vs dense
 """
@@ -55,7 +56,7 @@ def grid(args: argparse.Namespace) -> None:
     spec = [r for r in rows_spec() if r[0].startswith("dense ") or not args.rows
             or any(k in r[0] for k in args.rows)]
     jobs, keys = [], []
-    init = [] if args.init == "dense" else [f"sparsity.init={args.init}"]
+    init = ([] if args.init == "dense" else [f"sparsity.init={args.init}"]) + args.set
     for epochs in args.epochs:
         for name, host, extra in spec:
             for seed in args.seeds:
@@ -82,11 +83,13 @@ def grid(args: argparse.Namespace) -> None:
                          f"{flops:.3e}", f"{dense_flops[host] / flops:.1f}x",
                          f"{statistics.median(r['train_time_s'] for r in rs):.1f}",
                          f"{statistics.fmean(r['density'] for r in rs):.4f}"])
-        print(f"\n## {epochs} epochs per task, seeds {args.seeds} (mean ± std), sparse rows: sparsity.init={args.init}\n")
+        print(f"\n## {epochs} epochs per task, seeds {args.seeds} (mean ± std), sparse rows: "
+              f"{' '.join([f'sparsity.init={args.init}', *args.set])}\n")
         print(table(["row", "Class-IL", "Task-IL", "forgetting (CIL)", "train FLOPs", "fewer than dense",
                      "train time (s, median)", "final density"], rows))
     tag = "_".join(map(str, args.epochs)) + ("_" + "_".join(args.rows).replace(" ", "") if args.rows else "")
     tag += "" if args.init == "dense" else f"_init-{args.init}"
+    tag += "".join("_" + kv.split(".")[-1].replace("=", "-") for kv in args.set)
     write_json(f"sparcl_grid_{tag}.json", {"base": BASE, "results": results})
 
 
@@ -152,6 +155,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--init", default="dense", choices=("dense", "rescale"),
                     help="grid: sparsity.init of every sparse row (dense: the release's initialisation)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="grid: extra overrides of every sparse row, e.g. sparcl.tdm_regrow=gradient")
     ap.add_argument("--rows", nargs="*", default=[], help="grid: only rows whose name contains one of these "
                     "(the dense rows always run: they are the FLOPs reference)")
     args = ap.parse_args()

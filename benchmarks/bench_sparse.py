@@ -29,6 +29,7 @@ an identical config (same override list) from there instead of training them aga
 from __future__ import annotations
 
 import argparse
+import re
 import json
 import multiprocessing
 import shlex
@@ -67,6 +68,13 @@ DENSITIES = (0.2, 0.1, 0.05)
 RECIPE = ["optimizer=sgd", "lr=0.05", "momentum=0.9", "weight_decay=0.0001", "lr_schedule=cosine",
           "batch_size=128", "threads=1", "eval_batch_size=1000", "sparsity.delta_t=100"]
 QUICK = {"dataset": "dataset=digits", "delta_t": "sparsity.delta_t=4"}
+_MX = re.compile(r"^(?P<base>[a-z_]+)_(?P<m>\d+)x$")
+
+
+def split_method(method: str) -> tuple[str, int]:
+    """``rigl_2x`` -> ("rigl", 2): RigL's "Mx" rows train M times longer (``sparsity.multiplier``)."""
+    m = _MX.match(method)
+    return (m["base"], int(m["m"])) if m else (method, 1)
 
 
 @dataclass(frozen=True)
@@ -82,8 +90,11 @@ class Point:
     lth_rounds: int  # sparsity.lth_rounds (used by lth rows only)
 
     def overrides(self, recipe: list[str]) -> list[str]:
+        base, mult = split_method(self.method)
         out = [*MODELS[self.model][1], *recipe, f"epochs={self.epochs}", f"seed={self.seed}",
-               f"sparsity.method={self.method}"]
+               f"sparsity.method={base}"]
+        if mult != 1:
+            out.append(f"sparsity.multiplier={mult}")
         if self.method != "dense":
             out += [f"sparsity.density={self.density}", f"sparsity.distribution={self.distribution}"]
         if self.method == "lth":
@@ -92,7 +103,8 @@ class Point:
 
     def cost(self) -> float:
         """Rough relative cost, to start the longest runs first."""
-        return (40.0 if self.model == "cnn" else 1.0) * self.epochs * (self.lth_rounds + 1 if self.method == "lth" else 1)
+        return ((40.0 if self.model == "cnn" else 1.0) * self.epochs * split_method(self.method)[1]
+                * (self.lth_rounds + 1 if self.method == "lth" else 1))
 
 
 def per_model(text: str, models: list[str], cast: type) -> dict[str, Any]:
@@ -111,6 +123,7 @@ def grid(models: list[str], seeds: dict[str, int], epochs: dict[str, int], metho
     pts: list[Point] = []
     for model in models:
         rows = [r for r in SPARSE_ROWS if r[0] in methods]
+        rows += [(m, "erk") for m in methods if split_method(m)[1] != 1]  # Mx rows: ERK
         if model in uniform and "rigl" in methods:
             rows.append(("rigl", "uniform"))
         if "small_dense" in methods and model in SMALL_DENSE_MODELS:
@@ -196,8 +209,8 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "wall_time_s": statistics.fmean(r["wall_time_s"] for r in rs),
         })
     order = {m: i for i, m in enumerate(["dense", "small_dense", *dict.fromkeys(m for m, _ in SPARSE_ROWS)])}
-    rows.sort(key=lambda r: (list(MODELS).index(r["model"]), order[r["method"]], r["distribution"] != "erk",
-                             -r["density"]))
+    rows.sort(key=lambda r: (list(MODELS).index(r["model"]), order[split_method(r["method"])[0]],
+                             split_method(r["method"])[1], r["distribution"] != "erk", -r["density"]))
     return rows
 
 
@@ -210,13 +223,16 @@ def accuracy_targets(rows: list[dict[str, Any]], densities: list[float]) -> list
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
         dense = find(rows, model, "dense", "-", 1.0)
-        for density, tol in ((0.1, 1.0), (0.05, 2.0)):
-            rigl = find(rows, model, "rigl", "erk", density)
-            if dense and rigl:
-                gap = dense["acc_mean"] - rigl["acc_mean"]
-                out.append({"model": model, "target": f"RigL-ERK {round(100 * (1 - density))} % within {tol} of dense",
-                            "value": f"{rigl['acc_mean']:.2f} vs {dense['acc_mean']:.2f} (gap {gap:+.2f})",
-                            "pass": gap <= tol})
+        rigls = sorted({r["method"] for r in rows if split_method(r["method"])[0] == "rigl"}, key=lambda m: split_method(m)[1])
+        for method in rigls:  # RigL_Mx (M times the steps) against dense at 1x: the RigL paper's comparison
+            name = "RigL" + ("" if method == "rigl" else method[4:])
+            for density, tol in ((0.1, 1.0), (0.05, 2.0)):
+                rigl = find(rows, model, method, "erk", density)
+                if dense and rigl:
+                    gap = dense["acc_mean"] - rigl["acc_mean"]
+                    out.append({"model": model, "target": f"{name}-ERK {round(100 * (1 - density))} % within {tol} of dense",
+                                "value": f"{rigl['acc_mean']:.2f} vs {dense['acc_mean']:.2f} (gap {gap:+.2f}; "
+                                         f"train FLOPs {rigl['train_flops_x']:.2f}x)", "pass": gap <= tol})
         for density in densities:
             rs = [find(rows, model, m, "erk", density) for m in ("rigl", "set", "static")]
             if all(rs):
@@ -425,7 +441,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--epochs", default=None, help="epochs per model: N or mlp=5,cnn=1 (default mlp=5,cnn=1)")
     ap.add_argument("--jobs", type=int, default=2, help="grid runs in parallel (worker processes)")
     ap.add_argument("--methods", default="small_dense," + ",".join(dict.fromkeys(m for m, _ in SPARSE_ROWS)),
-                    help="sparse methods of the grid (dense always runs)")
+                    help="sparse methods of the grid (dense always runs); NAME_Mx trains M times longer "
+                         "(RigL_Mx: sparsity.multiplier=M), e.g. rigl_2x")
     ap.add_argument("--densities", default=None, help="comma list (default 0.2,0.1,0.05; --quick: 0.1)")
     ap.add_argument("--uniform", default=None, help="models with RigL-uniform comparison rows (default: all; '' none)")
     ap.add_argument("--lth-rounds", default="2", help="sparsity.lth_rounds of the lth rows: N or mlp=2,cnn=1")
