@@ -418,3 +418,27 @@ def test_dense_init_keeps_survivors_as_initialised():
     engine.begin()
     mask = engine.masks["0.weight"]
     assert torch.equal(model[0].weight.detach()[mask], w0[mask])
+
+
+@pytest.mark.parametrize("method", ["rigl", "snfs", "static"])
+def test_mask_grads_before_step_is_what_step_does_once(method):
+    """A loop that clips gradients calls ``mask_grads()`` first: the method still observes the DENSE
+    gradient (RigL's growth scores, SNFS momentum), only once, and the run equals one that did not call it."""
+    kw = {"delta_t": 2, "t_end": 0.9, "grad_accumulation": 2} if method == "rigl" else {}
+    runs = []
+    for early in (False, True):
+        model, opt, engine = build(method, total=12, **kw)
+        for _ in range(8):
+            x, y = batch("linear", engine.step_count)
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            if early:
+                engine.mask_grads()
+                for layer in engine.layers:  # what a clipping norm now sees: no inactive gradient
+                    assert torch.count_nonzero(layer.param.grad[~layer.mask]) == 0
+                engine.mask_grads()  # idempotent within a step
+            engine.step()
+        runs.append(([layer.mask.clone() for layer in engine.layers], [p.detach().clone() for p in model.parameters()]))
+    (m0, w0), (m1, w1) = runs
+    assert all(torch.equal(a, b) for a, b in zip(m0, m1))
+    assert all(torch.equal(a, b) for a, b in zip(w0, w1))

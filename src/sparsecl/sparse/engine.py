@@ -11,7 +11,8 @@ Used like an optimizer (the training loop stays intact)::
 One ``step()`` (t = 1-based step index, see ``schedule``):
 1. if the method needs the dense weight gradient at t (RigL update windows, SNFS), it reads it now;
 2. gradients of inactive weights are zeroed (``grad *= mask``), so momentum and Adam moments of inactive
-   weights never move;
+   weights never move (1-2 are ``mask_grads()``, which a loop calls earlier when it reads the gradients
+   before the step, e.g. to clip their norm);
 3. the optimizer steps (skipped on RigL update steps);
 4. weights are re-masked (``w *= mask``) after optimizers that could move a weight with zero gradient and
    zero state. torch's SGD (momentum, Nesterov, weight decay), Adam and AdamW (decoupled decay) map an
@@ -104,6 +105,7 @@ class MaskEngine:
         self._remask_weights = type(optimizer) not in ZERO_PRESERVING_OPTIMIZERS
         self.last_step = StepInfo()
         self._begun = False
+        self._grads_masked_for = 0  # the step whose gradients mask_grads() has prepared (0: none)
         self._refresh()
 
     def _layer(self, spec: LayerSpec, param: nn.Parameter) -> SparseLayer:
@@ -146,6 +148,23 @@ class MaskEngine:
             info = StepInfo(t)
         self.step_count, self.last_step = t, info
         return info
+
+    def mask_grads(self) -> None:
+        """Steps 1-2 of the coming ``step()``: the method reads the dense gradient if it needs it now, then
+        the gradients of inactive weights are zeroed. Once per step: ``step()`` calls it, and whatever reads
+        the gradients the optimizer will apply before that (gradient clipping in the loop) calls it first,
+        so a clipping norm never counts gradients that are masked away."""
+        t = self.step_count + 1
+        if not self.layers or self._grads_masked_for == t:
+            return
+        if not self._begun:
+            raise RuntimeError("call engine.begin(loss_closure) before the first engine.step()")
+        if self.method.needs_dense_grad(t):
+            self.method.observe_grads(t)
+        grads = [(layer.param.grad, layer.fmask) for layer in self._masked if layer.param.grad is not None]
+        if grads:
+            torch._foreach_mul_([g for g, _ in grads], [m for _, m in grads])
+        self._grads_masked_for = t
 
     def needs_dense_grad(self) -> bool:
         """Whether the NEXT step reads the dense weight gradient (a sparse backward could skip it otherwise)."""
@@ -208,11 +227,7 @@ class MaskEngine:
         method = self.method
         update = method.is_update(t)
         dense = method.needs_dense_grad(t)
-        if dense:
-            method.observe_grads(t)
-        grads = [(layer.param.grad, layer.fmask) for layer in self._masked if layer.param.grad is not None]
-        if grads:
-            torch._foreach_mul_([g for g, _ in grads], [m for _, m in grads])
+        self.mask_grads()
         skipped = update and method.skip_step_on_update
         if not skipped:
             self.optimizer.step()
@@ -290,4 +305,5 @@ class MaskEngine:
         self.generator.set_state(sd["generator"])
         self.method.load_state_dict(sd["method_state"])
         self.step_count, self._begun, self.mask_version = sd["step"], sd["begun"], sd["mask_version"]
+        self._grads_masked_for = 0
         self.last_step = StepInfo(**sd["last_step"])

@@ -222,6 +222,7 @@ class Trainer:
         for c in r.components:
             c.after_backward(st, batch, out)
         if r.cfg.grad_clip is not None:
+            r.engine.mask_grads()  # the norm of what the optimizer applies: inactive weights' gradients are 0
             torch.nn.utils.clip_grad_norm_(r.model.parameters(), r.cfg.grad_clip)
         r.engine.step()
         for c in r.components:
