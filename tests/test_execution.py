@@ -79,6 +79,28 @@ def test_csr_steps_equal_the_masked_path():
             assert torch.equal(pc.detach()[~ce.masks[name]], torch.zeros(int((~ce.masks[name]).sum())))
 
 
+@pytest.mark.skipif(native_kernels() is None, reason="native kernels unavailable (no C compiler)")
+def test_fused_csr_linear_is_the_unfused_composition_bit_for_bit():
+    """``FusedCsrLinear`` (one autograd node, unchecked native calls) gives exactly the numbers of
+    ``GatherActive`` + ``SparseLinearFunction`` on the native backend: losses, gradients, weights."""
+    pairs = _pair(0.25, method="set", delta_t=2, t_end=0.9)  # mask changes: the fused plan rebuilds too
+    (_, _, _, _), (fm, fo, fe, fx) = pairs
+    (um, uo, ue, ux) = _pair(0.25, method="set", delta_t=2, t_end=0.9)[1]
+    assert all(p.fused for p in fx.plans.values())
+    for p in ux.plans.values():
+        p.fused = False
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(6):
+        x, y = torch.randn(8, 20, generator=gen), torch.randint(0, 3, (8,), generator=gen)
+        lf, gf = _step(fm, fo, fe, fx, x, y)
+        lu, gu = _step(um, uo, ue, ux, x, y)
+        assert torch.equal(lf, lu)
+        assert all(torch.equal(gf[n], gu[n]) for n in gf)
+    assert all(p.rebuilds > 1 for p in fx.plans.values() if p.path == "csr")
+    assert sum(p.path == "csr" for p in fx.plans.values()) == 2
+    assert all(torch.equal(a, b) for a, b in zip(fm.parameters(), um.parameters()))
+
+
 def test_mask_change_rebuilds_the_structure():
     (mm, _, me, _), (cm, _, ce, cx) = _pair(0.5)
     plan = cx.plans["1"]

@@ -13,7 +13,8 @@ scores, checkpoints, resume and export are those of the masked path. A CSR step 
     grad x = W_csr^T grad y                    O(nnz B)
     grad W = scatter(SDDMM(grad y, x))         O(nnz B), then one O(out in) zero fill
 
-and the optimizer updates the dense tensor, whose inactive entries get exact-zero gradients (so under
+(for Linear layers on the native kernels as one autograd node, ``FusedCsrLinear``, which saves about
+0.5 ms of per-call Python per step on the SparCL MLP) and the optimizer updates the dense tensor, whose inactive entries get exact-zero gradients (so under
 SGD / Adam / AdamW they stay exactly 0, as on the masked path). The O(out in) work left per step (zero
 fill, the engine's gradient mask, the optimizer update) is 1/B of one dense product. Deviation from the
 values-only ``SparseLinear`` / ``SparseConv2d`` (export, inference, ``benchmarks/bench_kernels.py``):
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsecl.kernels.conv import ConvGeometry, SparseConv2dFunction, conv_supported
-from sparsecl.kernels.csr import CsrStructure, structure_from_mask
+from sparsecl.kernels.csr import CsrStructure, index_dtype, structure_from_mask
 from sparsecl.kernels.function import sparse_linear
 from sparsecl.kernels.native import native_kernels
 from sparsecl.kernels.paths import PATH_CHOICES, choose_conv_path, choose_path
@@ -64,6 +65,53 @@ class GatherActive(torch.autograd.Function):
         return g.view(ctx.shape), None
 
 
+class FusedCsrLinear(torch.autograd.Function):
+    """``y = x W^T + b`` with W the dense weight restricted to a CSR structure, as ONE autograd node (the
+    gather of the active values, the SpMM, and in the backward the transposed SpMM, the SDDMM and the
+    scatter into a dense weight gradient) calling the native kernels directly.
+
+    Numerically the composition ``GatherActive`` + ``SparseLinearFunction`` with the native backend (the
+    same kernels on the same operands); it exists because on small layers the per-call Python of that
+    composition (two autograd nodes, backend resolution, argument checks) cost as much as the products.
+    Used by :class:`CsrLinear` when the plan's ``fused`` is set (float32 CPU weight, native kernels, int32
+    indices: what the checks would otherwise verify at every call).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
+                plan: "LayerPlan") -> torch.Tensor:
+        s, k = plan.structure, plan.kernels
+        out_f, in_f = s.shape
+        w = weight.detach().reshape(-1)
+        x_t = x.reshape(-1, in_f).t().contiguous()  # free when x is a previous CSR layer's output
+        b = None if bias is None else bias.detach().contiguous()
+        y_t = k.spmm_t(s.crow, s.col, w.index_select(0, plan.flat), x_t, b, check=False)
+        ctx.save_for_backward(x_t, weight)  # values are re-gathered in backward (saved: version-checked)
+        ctx.plan, ctx.x_shape, ctx.has_bias = plan, x.shape, bias is not None
+        return y_t.t().reshape(*x.shape[:-1], out_f)
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x_t, weight = ctx.saved_tensors
+        w = weight.detach().reshape(-1)
+        plan = ctx.plan
+        s, k = plan.structure, plan.kernels
+        gy = grad_y.reshape(-1, s.shape[0])
+        gy_t = gy.t().contiguous()
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        gx = gw = gb = None
+        if need_x:
+            gx = k.spmm_t(s.t_crow, s.t_col, w.index_select(0, plan.flat_t), gy_t, None, check=False)
+            gx = gx.t().reshape(ctx.x_shape)
+        if need_w:
+            gw = gy_t.new_zeros(w.numel())
+            gw.index_copy_(0, plan.flat, k.sddmm_t(s.crow, s.col, gy_t, x_t, check=False))
+            gw = gw.view(weight.shape)
+        if ctx.has_bias and need_b:
+            gb = gy.sum(0)
+        return gx, gw, gb, None
+
+
 class LayerPlan:
     """One layer's execution: the CSR structure of the engine's current mask, or None (run dense).
 
@@ -76,8 +124,11 @@ class LayerPlan:
         self._mask: torch.Tensor | None = None
         self.structure: CsrStructure | None = None
         self.flat: torch.Tensor | None = None
+        self.flat_t: torch.Tensor | None = None  # flat positions in W^T's CSR order (fused path)
         self.path = "masked"
         self.rebuilds = 0
+        self.fused = False  # CsrLinear may use FusedCsrLinear (set by SparseExecution)
+        self.kernels: Any = None
 
     def current(self) -> CsrStructure | None:
         """The structure to compute with now, or None for the dense product."""
@@ -89,9 +140,10 @@ class LayerPlan:
             if self.path == "csr":
                 self.structure = structure_from_mask(mask.reshape(mask.shape[0], -1))
                 self.flat = self.structure.flat_index()
+                self.flat_t = self.flat.index_select(0, self.structure.perm.long()) if self.fused else None
                 self.rebuilds += 1
             else:
-                self.structure = self.flat = None
+                self.structure = self.flat = self.flat_t = None
         if self.structure is None or (self.flags.dense_step and torch.is_grad_enabled()):
             return None
         return self.structure
@@ -115,6 +167,8 @@ class CsrLinear(nn.Linear):
         s = self.csr_plan.current()
         if s is None:
             return F.linear(x, self.weight, self.bias)
+        if self.csr_plan.fused:
+            return FusedCsrLinear.apply(x, self.weight, self.bias, self.csr_plan)
         return sparse_linear(x, GatherActive.apply(self.weight, self.csr_plan.flat), self.bias, s, self.csr_backend)
 
 
@@ -189,7 +243,13 @@ class SparseExecution(Component):
                 continue
             cls, chooser, _ = entry
             module.__class__ = cls
-            module.csr_plan = LayerPlan(layer, chooser(module, mode, batch, backend), self.flags)
+            plan = LayerPlan(layer, chooser(module, mode, batch, backend), self.flags)
+            if cls is CsrLinear and backend in ("auto", "native"):
+                plan.kernels = native_kernels()
+                w = module.weight
+                plan.fused = (plan.kernels is not None and w.dtype == torch.float32 and w.device.type == "cpu"
+                              and index_dtype(tuple(w.shape)) == torch.int32)
+            module.csr_plan = plan
             module.csr_backend = backend
             self.plans[module_name] = module.csr_plan
 
