@@ -68,7 +68,7 @@ class TrainConfig:
     epochs: int = helpfield("epochs per task", default=1)
     batch_size: int = helpfield("minibatch size", default=128)
     drop_last: bool = helpfield("drop the last partial batch of an epoch", default=False)
-    grad_clip: float | None = helpfield("clip the gradient norm to this value (none: off)", default=None)
+    grad_clip: float | None = helpfield("clip the gradient norm to this value (none: off); sparse layers: norm of the active weights' gradients", default=None)
     # run
     seed: int = helpfield("seed of every generator of the run", default=0)
     device: str = helpfield("cpu | cuda | auto", default="cpu")
