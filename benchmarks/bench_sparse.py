@@ -88,6 +88,7 @@ class Point:
     seed: int
     epochs: int
     lth_rounds: int  # sparsity.lth_rounds (used by lth rows only)
+    extra: tuple[str, ...] = ()  # --set overrides of the sparse rows (e.g. sparsity.init=rescale)
 
     def overrides(self, recipe: list[str]) -> list[str]:
         base, mult = split_method(self.method)
@@ -99,6 +100,8 @@ class Point:
             out += [f"sparsity.density={self.density}", f"sparsity.distribution={self.distribution}"]
         if self.method == "lth":
             out.append(f"sparsity.lth_rounds={self.lth_rounds}")
+        if self.method != "dense":
+            out += list(self.extra)
         return out
 
     def cost(self) -> float:
@@ -119,7 +122,8 @@ def per_model(text: str, models: list[str], cast: type) -> dict[str, Any]:
 
 
 def grid(models: list[str], seeds: dict[str, int], epochs: dict[str, int], methods: list[str],
-         densities: list[float], uniform: list[str], lth_rounds: dict[str, int]) -> list[Point]:
+         densities: list[float], uniform: list[str], lth_rounds: dict[str, int],
+         extra: tuple[str, ...] = ()) -> list[Point]:
     pts: list[Point] = []
     for model in models:
         rows = [r for r in SPARSE_ROWS if r[0] in methods]
@@ -130,7 +134,8 @@ def grid(models: list[str], seeds: dict[str, int], epochs: dict[str, int], metho
             rows.insert(0, ("small_dense", "erk"))
         for seed in range(seeds[model]):
             pts.append(Point(model, "dense", "-", 1.0, seed, epochs[model], lth_rounds[model]))
-            pts += [Point(model, m, d, rho, seed, epochs[model], lth_rounds[model]) for m, d in rows for rho in densities]
+            pts += [Point(model, m, d, rho, seed, epochs[model], lth_rounds[model], extra)
+                    for m, d in rows for rho in densities]
     return pts
 
 
@@ -393,7 +398,8 @@ def describe_setup(res: dict[str, Any]) -> str:
         f"grid. This invocation took {res['elapsed_s'] / 60:.1f} min ({res['reused']} grid runs reused from the "
         f"command(s) above); the grid's runs add up to {res['grid_job_s'] / 60:.1f} job-minutes of build + fit time.")
     recipe_text = (
-        f"Recipe: `{' '.join(res['recipe'])}`; no augmentation; test accuracy after the last epoch. Sparse "
+        f"Recipe: `{' '.join(res['recipe'])}`"
+        + (f"; every sparse row also `{' '.join(res['set'])}`" if res.get("set") else "") + "; no augmentation; test accuracy after the last epoch. Sparse "
         "methods: ERK over every Linear/Conv weight (biases dense), initial masks from the run's seed; "
         "set/snfs/rigl: delta_t = 100, T_end = 0.75, alpha = 0.3 cosine; gmp: dense to target between 0 and 75 % "
         f"of training every delta_t; lth: `sparsity.lth_rounds` = {lth} (R rounds = R + 1 trainings of the nominal "
@@ -443,6 +449,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--methods", default="small_dense," + ",".join(dict.fromkeys(m for m, _ in SPARSE_ROWS)),
                     help="sparse methods of the grid (dense always runs); NAME_Mx trains M times longer "
                          "(RigL_Mx: sparsity.multiplier=M), e.g. rigl_2x")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="extra overrides of every sparse row, e.g. sparsity.init=rescale (dense rows unchanged)")
     ap.add_argument("--densities", default=None, help="comma list (default 0.2,0.1,0.05; --quick: 0.1)")
     ap.add_argument("--uniform", default=None, help="models with RigL-uniform comparison rows (default: all; '' none)")
     ap.add_argument("--lth-rounds", default="2", help="sparsity.lth_rounds of the lth rows: N or mlp=2,cnn=1")
@@ -491,13 +499,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         recipe = [QUICK["dataset"], *[r for r in recipe if not r.startswith("sparsity.delta_t")], QUICK["delta_t"]]
     OUT.mkdir(exist_ok=True)
-    res: dict[str, Any] = {"machine": machine(), "recipe": recipe, "jobs": args.jobs, "lth_rounds": args.lth_map,
+    res: dict[str, Any] = {"machine": machine(), "recipe": recipe, "set": args.set, "jobs": args.jobs, "lth_rounds": args.lth_map,
                            "densities": args.density_list, "rows": [], "runs": [], "failed": [], "reused": 0, "grid_job_s": 0.0,
                            "overhead": {}, "targets": [],
                            "overhead_epochs": args.overhead_epochs, "commands": [command]}
     if not args.skip_grid:
         points = grid(args.model_list, args.seed_map, args.epoch_map, args.method_list, args.density_list,
-                      args.uniform_list, args.lth_map)
+                      args.uniform_list, args.lth_map, tuple(args.set))
         cache = None if args.quick else OUT / "sparse_runs.jsonl"
         res["runs"], res["failed"] = run_grid(points, recipe, args.jobs, cache, args.reuse, command)
         res["commands"] = list(dict.fromkeys([*(r["produced_by"] for r in res["runs"]), command]))
