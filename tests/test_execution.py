@@ -101,6 +101,16 @@ def test_fused_csr_linear_is_the_unfused_composition_bit_for_bit():
     assert all(torch.equal(a, b) for a, b in zip(fm.parameters(), um.parameters()))
 
 
+@pytest.mark.skipif(native_kernels() is None, reason="native kernels unavailable (no C compiler)")
+def test_fused_path_refuses_inputs_it_was_not_checked_for():
+    """The fused node skips per-call checks; an input that is not float32 on the CPU takes the checked
+    path, which raises a clear error (as F.linear would) instead of reading memory of the wrong type."""
+    (_, _, _, _), (cm, _, _, cx) = _pair(0.25)
+    cx.before_forward(None, None)
+    with pytest.raises((ValueError, RuntimeError), match="float32|dtype"):
+        cm(torch.randn(4, 20, dtype=torch.float64))
+
+
 def test_mask_change_rebuilds_the_structure():
     (mm, _, me, _), (cm, _, ce, cx) = _pair(0.5)
     plan = cx.plans["1"]

@@ -13,8 +13,9 @@ scores, checkpoints, resume and export are those of the masked path. A CSR step 
     grad x = W_csr^T grad y                    O(nnz B)
     grad W = scatter(SDDMM(grad y, x))         O(nnz B), then one O(out in) zero fill
 
-(for Linear layers on the native kernels as one autograd node, ``FusedCsrLinear``, which saves about
-0.5 ms of per-call Python per step on the SparCL MLP) and the optimizer updates the dense tensor, whose inactive entries get exact-zero gradients (so under
+(Linear layers on the native kernels run it as one autograd node, ``FusedCsrLinear``: about 0.5 ms of
+per-call Python less per step on the SparCL MLP) and the optimizer updates the dense tensor, whose
+inactive entries get exact-zero gradients (so under
 SGD / Adam / AdamW they stay exactly 0, as on the masked path). The O(out in) work left per step (zero
 fill, the engine's gradient mask, the optimizer update) is 1/B of one dense product. Deviation from the
 values-only ``SparseLinear`` / ``SparseConv2d`` (export, inference, ``benchmarks/bench_kernels.py``):
@@ -87,25 +88,26 @@ class FusedCsrLinear(torch.autograd.Function):
         b = None if bias is None else bias.detach().contiguous()
         y_t = k.spmm_t(s.crow, s.col, w.index_select(0, plan.flat), x_t, b, check=False)
         ctx.save_for_backward(x_t, weight)  # values are re-gathered in backward (saved: version-checked)
-        ctx.plan, ctx.x_shape, ctx.has_bias = plan, x.shape, bias is not None
+        # the structure of THIS forward (a later rebuild of the plan must not change this backward)
+        ctx.s, ctx.flat, ctx.flat_t, ctx.k = s, plan.flat, plan.flat_t, k
+        ctx.x_shape, ctx.has_bias = x.shape, bias is not None
         return y_t.t().reshape(*x.shape[:-1], out_f)
 
     @staticmethod
     def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         x_t, weight = ctx.saved_tensors
         w = weight.detach().reshape(-1)
-        plan = ctx.plan
-        s, k = plan.structure, plan.kernels
+        s, k = ctx.s, ctx.k
         gy = grad_y.reshape(-1, s.shape[0])
         gy_t = gy.t().contiguous()
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         gx = gw = gb = None
         if need_x:
-            gx = k.spmm_t(s.t_crow, s.t_col, w.index_select(0, plan.flat_t), gy_t, None, check=False)
+            gx = k.spmm_t(s.t_crow, s.t_col, w.index_select(0, ctx.flat_t), gy_t, None, check=False)
             gx = gx.t().reshape(ctx.x_shape)
         if need_w:
             gw = gy_t.new_zeros(w.numel())
-            gw.index_copy_(0, plan.flat, k.sddmm_t(s.crow, s.col, gy_t, x_t, check=False))
+            gw.index_copy_(0, ctx.flat, k.sddmm_t(s.crow, s.col, gy_t, x_t, check=False))
             gw = gw.view(weight.shape)
         if ctx.has_bias and need_b:
             gb = gy.sum(0)
@@ -167,7 +169,7 @@ class CsrLinear(nn.Linear):
         s = self.csr_plan.current()
         if s is None:
             return F.linear(x, self.weight, self.bias)
-        if self.csr_plan.fused:
+        if self.csr_plan.fused and x.dtype == torch.float32 and x.device.type == "cpu":  # else: checked path
             return FusedCsrLinear.apply(x, self.weight, self.bias, self.csr_plan)
         return sparse_linear(x, GatherActive.apply(self.weight, self.csr_plan.flat), self.bias, s, self.csr_backend)
 
