@@ -79,22 +79,24 @@ class NativeBackend:
             and native_kernels() is not None
         )
 
-    def forward(self, s, values, x, bias):
+    # ``check=False`` (``NativeKernels.spmm_t``) only for callers that verified dtype/device/indices once
+    # per structure: the training path's ``FusedCsrLinear``.
+    def forward(self, s, values, x, bias, check=True):
         k = native_kernels()
         x_t = x.t().contiguous()
         b = None if bias is None else bias.detach().contiguous()
-        y_t = k.spmm_t(s.crow, s.col, values.detach().contiguous(), x_t, b)
+        y_t = k.spmm_t(s.crow, s.col, values.detach().contiguous(), x_t, b, check=check)
         return y_t.t(), x_t
 
-    def backward(self, s, values, gy, saved, need_x, need_v):
+    def backward(self, s, values, gy, saved, need_x, need_v, check=True):
         k = native_kernels()
         gy_t = gy.t().contiguous()  # [out, B]
         gx = gv = None
         if need_x:
             values_t = values.detach().index_select(0, s.perm)
-            gx = k.spmm_t(s.t_crow, s.t_col, values_t, gy_t, None).t()
+            gx = k.spmm_t(s.t_crow, s.t_col, values_t, gy_t, None, check=check).t()
         if need_v:
-            gv = k.sddmm_t(s.crow, s.col, gy_t, saved)
+            gv = k.sddmm_t(s.crow, s.col, gy_t, saved, check=check)
         return gx, gv
 
 

@@ -13,9 +13,9 @@ scores, checkpoints, resume and export are those of the masked path. A CSR step 
     grad x = W_csr^T grad y                    O(nnz B)
     grad W = scatter(SDDMM(grad y, x))         O(nnz B), then one O(out in) zero fill
 
-(Linear layers on the native kernels run it as one autograd node, ``FusedCsrLinear``: about 0.5 ms of
-per-call Python less per step on the SparCL MLP) and the optimizer updates the dense tensor, whose
-inactive entries get exact-zero gradients (so under
+(Linear layers on the native kernels run it as one autograd node, ``FusedCsrLinear``: 0.04-0.18 ms of
+per-call Python less per 1.0-1.2 ms step of the SparCL MLP, ``benchmarks/bench_kernels.py --fused-step``)
+and the optimizer updates the dense tensor, whose inactive entries get exact-zero gradients (so under
 SGD / Adam / AdamW they stay exactly 0, as on the masked path). The O(out in) work left per step (zero
 fill, the engine's gradient mask, the optimizer update) is 1/B of one dense product. Deviation from the
 values-only ``SparseLinear`` / ``SparseConv2d`` (export, inference, ``benchmarks/bench_kernels.py``):
@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsecl.kernels.backends import BACKENDS
 from sparsecl.kernels.conv import ConvGeometry, SparseConv2dFunction, conv_supported
 from sparsecl.kernels.csr import CsrStructure, index_dtype, structure_from_mask
 from sparsecl.kernels.function import sparse_linear
@@ -48,9 +49,17 @@ from sparsecl.kernels.native import native_kernels
 from sparsecl.kernels.paths import PATH_CHOICES, choose_conv_path, choose_path
 from sparsecl.train.hooks import Component, LoopState
 
+def scatter_active(grad_values: torch.Tensor, flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """A dense zero gradient of ``shape`` holding ``grad_values`` at the flat positions ``flat`` (unique, so
+    a plain ``index_copy_``, not an accumulating ``index_put_``)."""
+    g = grad_values.new_zeros(math.prod(shape))
+    g.index_copy_(0, flat, grad_values)
+    return g.view(shape)
+
+
 class GatherActive(torch.autograd.Function):
     """``values = weight.flatten()[flat]``; the backward scatters ``grad values`` into a dense zero
-    gradient (positions are unique, so a plain ``index_copy_``, not an accumulating ``index_put_``)."""
+    gradient (:func:`scatter_active`)."""
 
     @staticmethod
     def forward(ctx: Any, weight: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -61,57 +70,38 @@ class GatherActive(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_values: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         (flat,) = ctx.saved_tensors
-        g = grad_values.new_zeros(math.prod(ctx.shape))
-        g.index_copy_(0, flat, grad_values)
-        return g.view(ctx.shape), None
+        return scatter_active(grad_values, flat, ctx.shape), None
 
 
 class FusedCsrLinear(torch.autograd.Function):
-    """``y = x W^T + b`` with W the dense weight restricted to a CSR structure, as ONE autograd node (the
-    gather of the active values, the SpMM, and in the backward the transposed SpMM, the SDDMM and the
-    scatter into a dense weight gradient) calling the native kernels directly.
-
-    Numerically the composition ``GatherActive`` + ``SparseLinearFunction`` with the native backend (the
-    same kernels on the same operands); it exists because on small layers the per-call Python of that
-    composition (two autograd nodes, backend resolution, argument checks) cost as much as the products.
-    Used by :class:`CsrLinear` when the plan's ``fused`` is set (float32 CPU weight, native kernels, int32
-    indices: what the checks would otherwise verify at every call).
+    """``GatherActive`` + ``SparseLinearFunction`` on the native backend as ONE autograd node: the same
+    kernels on the same operands (bit-identical), without the second node, the per-call backend
+    resolution and the per-call argument checks, which on small layers cost as much as the products.
+    Used by :class:`CsrLinear` when its plan is ``fused`` (float32 CPU weight and input, native kernels,
+    int32 indices: what those checks verify).
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
                 plan: "LayerPlan") -> torch.Tensor:
-        s, k = plan.structure, plan.kernels
-        out_f, in_f = s.shape
-        w = weight.detach().reshape(-1)
-        x_t = x.reshape(-1, in_f).t().contiguous()  # free when x is a previous CSR layer's output
-        b = None if bias is None else bias.detach().contiguous()
-        y_t = k.spmm_t(s.crow, s.col, w.index_select(0, plan.flat), x_t, b, check=False)
-        ctx.save_for_backward(x_t, weight)  # values are re-gathered in backward (saved: version-checked)
+        s, flat = plan.structure, plan.flat
+        values = weight.detach().reshape(-1).index_select(0, flat)
+        y, x_t = BACKENDS.get("native").forward(s, values, x.reshape(-1, s.shape[1]), bias, check=False)
+        ctx.save_for_backward(values, x_t)
         # the structure of THIS forward (a later rebuild of the plan must not change this backward)
-        ctx.s, ctx.flat, ctx.flat_t, ctx.k = s, plan.flat, plan.flat_t, k
+        ctx.s, ctx.flat, ctx.w_shape = s, flat, weight.shape
         ctx.x_shape, ctx.has_bias = x.shape, bias is not None
-        return y_t.t().reshape(*x.shape[:-1], out_f)
+        return y.reshape(*x.shape[:-1], s.shape[0])
 
     @staticmethod
     def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        x_t, weight = ctx.saved_tensors
-        w = weight.detach().reshape(-1)
-        s, k = ctx.s, ctx.k
-        gy = grad_y.reshape(-1, s.shape[0])
-        gy_t = gy.t().contiguous()
+        values, x_t = ctx.saved_tensors
+        gy = grad_y.reshape(-1, ctx.s.shape[0])
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gx = gw = gb = None
-        if need_x:
-            gx = k.spmm_t(s.t_crow, s.t_col, w.index_select(0, ctx.flat_t), gy_t, None, check=False)
-            gx = gx.t().reshape(ctx.x_shape)
-        if need_w:
-            gw = gy_t.new_zeros(w.numel())
-            gw.index_copy_(0, ctx.flat, k.sddmm_t(s.crow, s.col, gy_t, x_t, check=False))
-            gw = gw.view(weight.shape)
-        if ctx.has_bias and need_b:
-            gb = gy.sum(0)
-        return gx, gw, gb, None
+        gx, gv = BACKENDS.get("native").backward(ctx.s, values, gy, x_t, need_x, need_w, check=False)
+        return (None if gx is None else gx.reshape(ctx.x_shape),
+                None if gv is None else scatter_active(gv, ctx.flat, ctx.w_shape),
+                gy.sum(0) if ctx.has_bias and need_b else None, None)
 
 
 class LayerPlan:
@@ -126,11 +116,9 @@ class LayerPlan:
         self._mask: torch.Tensor | None = None
         self.structure: CsrStructure | None = None
         self.flat: torch.Tensor | None = None
-        self.flat_t: torch.Tensor | None = None  # flat positions in W^T's CSR order (fused path)
         self.path = "masked"
         self.rebuilds = 0
         self.fused = False  # CsrLinear may use FusedCsrLinear (set by SparseExecution)
-        self.kernels: Any = None
 
     def current(self) -> CsrStructure | None:
         """The structure to compute with now, or None for the dense product."""
@@ -142,10 +130,9 @@ class LayerPlan:
             if self.path == "csr":
                 self.structure = structure_from_mask(mask.reshape(mask.shape[0], -1))
                 self.flat = self.structure.flat_index()
-                self.flat_t = self.flat.index_select(0, self.structure.perm.long()) if self.fused else None
                 self.rebuilds += 1
             else:
-                self.structure = self.flat = self.flat_t = None
+                self.structure = self.flat = None
         if self.structure is None or (self.flags.dense_step and torch.is_grad_enabled()):
             return None
         return self.structure
@@ -247,9 +234,8 @@ class SparseExecution(Component):
             module.__class__ = cls
             plan = LayerPlan(layer, chooser(module, mode, batch, backend), self.flags)
             if cls is CsrLinear and backend in ("auto", "native"):
-                plan.kernels = native_kernels()
                 w = module.weight
-                plan.fused = (plan.kernels is not None and w.dtype == torch.float32 and w.device.type == "cpu"
+                plan.fused = (native_kernels() is not None and w.dtype == torch.float32 and w.device.type == "cpu"
                               and index_dtype(tuple(w.shape)) == torch.int32)
             module.csr_plan = plan
             module.csr_backend = backend

@@ -140,9 +140,7 @@ class MaskEngine:
         """Replaces ``optimizer.step()`` (see the module docstring for what one step does)."""
         t = self.step_count + 1
         if self.layers:
-            if not self._begun:
-                raise RuntimeError("call engine.begin(loss_closure) before the first engine.step()")
-            info = self._sparse_step(t)
+            info = self._sparse_step(t)  # its mask_grads() refuses a step before begin()
         else:
             self.optimizer.step()
             info = StepInfo(t)
@@ -224,10 +222,10 @@ class MaskEngine:
 
     # -- internals -------------------------------------------------------------------------------------
     def _sparse_step(self, t: int) -> StepInfo:
+        self.mask_grads()
         method = self.method
         update = method.is_update(t)
         dense = method.needs_dense_grad(t)
-        self.mask_grads()
         skipped = update and method.skip_step_on_update
         if not skipped:
             self.optimizer.step()
