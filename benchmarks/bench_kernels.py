@@ -22,6 +22,10 @@ SGD-momentum step through the mask engine) with SparCL's sparse layers at densit
 masked, and ``sparsity.execution=csr`` (what ``sparsecl train`` runs); writes
 ``benchmarks/out/kernels_resnet_step.json``.
 
+``--fused-step`` times a whole training step of SparCL's MLP 784-256-256-10 (hidden layers sparse,
+forward batch 96 = DER++'s current + two replay draws) on the CSR training path with the fused CSR Linear
+and with the composed one, next to dense; writes ``benchmarks/out/kernels_fused.json``.
+
 ``--calibrate`` instead times one layer's step (masked versus csr, both backends) over a grid of shapes,
 batches, densities and thread counts: the measurements behind ``sparsecl.kernels.paths``' cost models.
 It writes ``benchmarks/out/kernels_calibration.json`` and counts the points where ``choose_path`` picks
@@ -287,6 +291,48 @@ def bench_resnet_step(batch: int, densities: list[float], min_run_time: float, r
     return rows
 
 
+def bench_fused_step(batch: int, densities: list[float], min_run_time: float, rounds: int, seed: int) -> list[dict]:
+    """Whole training step (forward + backward + SGD step through the mask engine) of the SparCL MLP
+    784-256-256-10 (hidden layers sparse, classifier dense) at a DER++ forward batch: the CSR training path
+    with ``FusedCsrLinear`` versus the same path composed of ``GatherActive`` + ``SparseLinearFunction``
+    (same native kernels; the difference is per-call Python), next to dense."""
+    from sparsecl.kernels.execution import SparseExecution
+    from sparsecl.models import create_model
+    from sparsecl.sparse.config import SparsityConfig
+    from sparsecl.sparse.engine import MaskEngine
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 10, (batch,), generator=gen)
+
+    def build(density: float, mode: str, fused: bool) -> Step:
+        model = create_model("mlp", (1, 28, 28), 10, hidden=(256, 256), generator=torch.Generator().manual_seed(seed))
+        opt = torch.optim.SGD(model.parameters(), lr=0.03)
+        cfg = SparsityConfig(method="static" if density < 1 else "dense", density=density, layers="sparcl")
+        engine = MaskEngine(model, opt, cfg, 10**6, torch.Generator().manual_seed(seed))
+        engine.begin()
+        execution = SparseExecution(model, engine, mode, batch)
+        for plan in execution.plans.values():
+            plan.fused = plan.fused and fused
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            engine.step()
+        return step
+
+    dense_step = build(1.0, "masked", False)
+    rows = []
+    for density in densities:
+        steps = {"dense": dense_step, "composed": build(density, "csr", False), "fused": build(density, "csr", True)}
+        ms = best_of_medians(steps, rounds, min_run_time)
+        rows.append({"batch": batch, "density": density, "threads": torch.get_num_threads(),
+                     **{f"{k}_ms": v for k, v in ms.items()}, "fused_saves_ms": ms["composed"] - ms["fused"]})
+        print(f"| {density:.2f} | {ms['dense']:.3f} | {ms['composed']:.3f} | {ms['fused']:.3f} | "
+              f"{ms['composed'] - ms['fused']:.3f} |", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -299,6 +345,8 @@ def main() -> None:
     ap.add_argument("--conv", action="store_true", help="ResNet-18 CIFAR 3x3 layers, batch 32: dense vs sparse")
     ap.add_argument("--resnet-step", action="store_true",
                     help="ResNet-18 whole training step, batch 32: dense vs masked vs CSR execution")
+    ap.add_argument("--fused-step", action="store_true",
+                    help="SparCL MLP training step, forward batch 96: fused vs composed CSR Linear vs dense")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     meta = {"torch": torch.__version__, "machine": platform.machine(), "mkl": torch.backends.mkl.is_available(),
@@ -309,6 +357,11 @@ def main() -> None:
               "|---|---|---|---|---|---|---|")
         rows = bench_resnet_step(32, [0.10, 0.05], max(args.min_run_time, 2.0), args.rounds, args.seed)
         out = args.out or OUT / "kernels_resnet_step.json"
+    elif args.fused_step:
+        torch.set_num_threads(args.threads)
+        print("| density | dense ms | composed csr ms | fused csr ms | fused saves ms |\n|---|---|---|---|---|")
+        rows = bench_fused_step(96, [0.10, 0.05], args.min_run_time, args.rounds, args.seed)
+        out = args.out or OUT / "kernels_fused.json"
     elif args.conv:
         torch.set_num_threads(args.threads)
         print("| channels | map | density | dense ms | csr ms | speed-up |\n|---|---|---|---|---|---|")
