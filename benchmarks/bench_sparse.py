@@ -29,9 +29,9 @@ an identical config (same override list) from there instead of training them aga
 from __future__ import annotations
 
 import argparse
-import re
 import json
 import multiprocessing
+import re
 import shlex
 import statistics
 import sys
@@ -97,11 +97,9 @@ class Point:
         if mult != 1:
             out.append(f"sparsity.multiplier={mult}")
         if self.method != "dense":
-            out += [f"sparsity.density={self.density}", f"sparsity.distribution={self.distribution}"]
+            out += [f"sparsity.density={self.density}", f"sparsity.distribution={self.distribution}", *self.extra]
         if self.method == "lth":
             out.append(f"sparsity.lth_rounds={self.lth_rounds}")
-        if self.method != "dense":
-            out += list(self.extra)
         return out
 
     def cost(self) -> float:
