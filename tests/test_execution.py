@@ -83,9 +83,8 @@ def test_csr_steps_equal_the_masked_path():
 def test_fused_csr_linear_is_the_unfused_composition_bit_for_bit():
     """``FusedCsrLinear`` (one autograd node, unchecked native calls) gives exactly the numbers of
     ``GatherActive`` + ``SparseLinearFunction`` on the native backend: losses, gradients, weights."""
-    pairs = _pair(0.25, method="set", delta_t=2, t_end=0.9)  # mask changes: the fused plan rebuilds too
-    (_, _, _, _), (fm, fo, fe, fx) = pairs
-    (um, uo, ue, ux) = _pair(0.25, method="set", delta_t=2, t_end=0.9)[1]
+    fm, fo, fe, fx = _pair(0.25, method="set", delta_t=2, t_end=0.9)[1]  # mask changes: the plans rebuild
+    um, uo, ue, ux = _pair(0.25, method="set", delta_t=2, t_end=0.9)[1]
     assert all(p.fused for p in fx.plans.values())
     for p in ux.plans.values():
         p.fused = False
@@ -105,7 +104,7 @@ def test_fused_csr_linear_is_the_unfused_composition_bit_for_bit():
 def test_fused_path_refuses_inputs_it_was_not_checked_for():
     """The fused node skips per-call checks; an input that is not float32 on the CPU takes the checked
     path, which raises a clear error (as F.linear would) instead of reading memory of the wrong type."""
-    (_, _, _, _), (cm, _, _, cx) = _pair(0.25)
+    cm, _, _, cx = _pair(0.25)[1]
     cx.before_forward(None, None)
     with pytest.raises((ValueError, RuntimeError), match="float32|dtype"):
         cm(torch.randn(4, 20, dtype=torch.float64))
