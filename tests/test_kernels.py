@@ -179,8 +179,35 @@ def test_float64_runs_on_torch_backend_and_matches():
     torch.testing.assert_close(layer(x), F.linear(x, lin.weight * mask, lin.bias), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.skipif(not HAVE_NATIVE, reason="native kernels did not compile here")
+@pytest.mark.parametrize("shape", [(1, 1), (8, 8), (7, 9), (33, 65), (96, 784), (40, 8), (8, 40)])
+def test_native_transpose_is_exact(shape):
+    """Full 8 x 8 blocks, row and column tails, tiles cut by the 32 x 32 tiling: every element moved."""
+    k = native_kernels()
+    a = torch.randn(*shape, generator=_gen(0))
+    out = k.transpose(a)
+    assert out.is_contiguous() and torch.equal(out, a.t())
+    view = torch.randn(shape[1], shape[0], generator=_gen(1)).t()  # a transpose view: returned as is, no copy
+    assert k.transpose(view).data_ptr() == view.data_ptr()
+    assert torch.equal(k.transpose(a.double()), a.double().t())  # other dtypes: torch's copy
+    with pytest.raises(ValueError, match="2-D"):
+        k.transpose(a.reshape(-1))
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_outputs_and_input_gradients_are_contiguous(backend):
+    """A dense consumer gets the layout nn.Linear gives it (a transposed input made the next dense Linear
+    4x slower), and ``.view`` on the output works."""
+    layer = SparseLinear.from_dense(_random_linear(20, 12, seed=0), _mask(12, 20, 0.3, seed=1), backend=backend)
+    x = torch.randn(6, 20, generator=_gen(2), requires_grad=True)
+    y = layer(x)
+    assert y.is_contiguous()
+    y.view(-1).sum().backward()
+    assert x.grad.is_contiguous()
+
+
 def test_chained_sparse_layers_match_dense_chain():
-    """The transpose-view output of one SparseLinear feeds the next one (the layout they share)."""
+    """The output of one SparseLinear feeds the next one (through a ReLU) and the gradients flow back."""
     torch.manual_seed(0)  # nn.Linear init inside MLP uses the global RNG; the test pins it
     model = MLP(20, (16, 12), 3)
     masks = {"hidden.0.weight": _mask(16, 20, 0.3, 1), "hidden.1.weight": _mask(12, 16, 0.3, 2)}

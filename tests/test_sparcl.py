@@ -10,7 +10,7 @@ from sparsecl.configtools import make_config
 from sparsecl.data.batch import Batch
 from sparsecl.sparcl.config import SparclConfig
 from sparsecl.sparcl.ddr import DynamicDataRemoval
-from sparsecl.sparcl.dgm import DynamicGradientMasking
+from sparsecl.sparcl.dgm import DynamicGradientMasking, topk_mask
 from sparsecl.sparcl.tdm import TaskAwareDynamicMasking, task_events
 from sparsecl.sparse.flops import profile_layers
 from sparsecl.train.build import build_run
@@ -205,3 +205,12 @@ def test_dgm_keeps_only_active_entries_under_a_weight_mask():
     top = torch.topk((dense.abs() * wmask).flatten(), 20).indices
     assert set(kept.flatten().nonzero().flatten().tolist()) == set(top.tolist())
     assert dgm.grad_densities() == {"weight": 0.2}
+
+
+def test_topk_mask_among_ranks_only_the_given_entries():
+    score = torch.tensor([[9.0, 1.0, 5.0], [7.0, 3.0, 8.0]])
+    among = torch.tensor([1, 2, 4, 5])  # flat indices: scores 1, 5, 3, 8
+    assert topk_mask(score, 2, among).tolist() == [[False, False, True], [False, False, True]]
+    assert topk_mask(score, 9, among).flatten().nonzero().flatten().tolist() == [1, 2, 4, 5]  # at most all
+    assert topk_mask(score, 2).tolist() == [[True, False, False], [False, False, True]]  # no among: all ranked
+    assert not topk_mask(score, 0, among).any()

@@ -14,7 +14,12 @@ Convolutions and Guided Pruning"), on batch-innermost activations [C, H, W, Np] 
   spk_conv_t        out[r, ho, wo, :] = bias[r] + sum_{k in row r} val[k] * in[off[k] + ho*Wp + wo, :]
   spk_conv_sddmm_t  g[k] = sum_{ho, wo, n} gy[r, ho, wo, n] * in[off[k] + ho*Wp + wo, n]
 
-where off[k] = ci*Hp*Wp + kh*Wp + kw addresses the (padded) input plane of a nonzero (r, ci, kh, kw).
+where off[k] = ci*Hp*Wp + kh*Wp + kw addresses the (padded) input plane of a nonzero (r, ci, kh, kw);
+and the transpose that moves activations between the batch-outermost layout of the rest of the network
+and the kernels' batch-innermost one (8 x 8 register blocks; 4-6x faster than ``x.t().contiguous()`` on the
+SparCL MLP's shapes, which goes element by element):
+
+  spk_transpose     b[j, i] = a[i, j]
 
 Rows are distributed with OpenMP (the .so links libgomp.so.1, the same soname as torch's, so the
 process keeps one OpenMP runtime); ``nthreads`` comes from ``torch.get_num_threads()``.
@@ -130,6 +135,48 @@ void spk_sddmm_t(int64_t rows, const int32_t* crow, const int32_t* col, const fl
       g[k] = hsum(a + dot_tail(gr, xr, Bv, B));
     }
   }
+}
+
+/* ------------------------------------------------------------------ transpose */
+static inline v8 ld8(const float* p) { v8 r; memcpy(&r, p, sizeof r); return r; }
+static inline void st8(float* p, v8 v) { memcpy(p, &v, sizeof v); }
+
+/* b[8 x 8 block] = a[8 x 8 block]^T in registers: three rounds of two-input shuffles */
+static inline void transpose8x8(const float* a, int64_t lda, float* b, int64_t ldb) {
+  v8 r[8], t[8], s[8];
+  for (int q = 0; q < 8; ++q) r[q] = ld8(a + q * lda);
+  for (int q = 0; q < 8; q += 2) {
+    t[q] = __builtin_shufflevector(r[q], r[q + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[q + 1] = __builtin_shufflevector(r[q], r[q + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int q = 0; q < 8; q += 4)
+    for (int h = 0; h < 2; ++h) {
+      s[q + 2 * h] = __builtin_shufflevector(t[q + h], t[q + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      s[q + 2 * h + 1] = __builtin_shufflevector(t[q + h], t[q + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  for (int q = 0; q < 4; ++q) { /* row q: low halves of s[q], s[q + 4]; row q + 4: their high halves */
+    st8(b + q * ldb, __builtin_shufflevector(s[q], s[q + 4], 0, 1, 2, 3, 8, 9, 10, 11));
+    st8(b + (q + 4) * ldb, __builtin_shufflevector(s[q], s[q + 4], 4, 5, 6, 7, 12, 13, 14, 15));
+  }
+}
+
+/* b [C, R] = a [R, C]^T (both row-major), in 32 x 32 tiles of 8 x 8 register blocks */
+void spk_transpose(int64_t R, int64_t C, const float* a, float* b, int nthreads) {
+  const int64_t T = 32;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads) if (nthreads > 1 && R * C > 262144)
+  for (int64_t i0 = 0; i0 < R; i0 += T)
+    for (int64_t j0 = 0; j0 < C; j0 += T) {
+      const int64_t i1 = i0 + T < R ? i0 + T : R, j1 = j0 + T < C ? j0 + T : C;
+      int64_t i = i0;
+      for (; i + 8 <= i1; i += 8) {
+        int64_t j = j0;
+        for (; j + 8 <= j1; j += 8) transpose8x8(a + i * C + j, C, b + j * R + i, R);
+        for (; j < j1; ++j)
+          for (int64_t q = i; q < i + 8; ++q) b[j * R + q] = a[q * C + j];
+      }
+      for (; i < i1; ++i)
+        for (int64_t j = j0; j < j1; ++j) b[j * R + i] = a[i * C + j];
+    }
 }
 
 /* ------------------------------------------------------------------ direct sparse convolution */

