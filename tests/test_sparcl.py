@@ -207,6 +207,24 @@ def test_dgm_keeps_only_active_entries_under_a_weight_mask():
     assert dgm.grad_densities() == {"weight": 0.2}
 
 
+def test_dgm_never_keeps_a_zero_score_gradient():
+    """Fewer active entries score above 0 than there are slots: the release's top-k fills up with
+    zero-score (inactive) entries, so exactly the positive-score active ones keep their gradient."""
+    weight = nn.Parameter(torch.zeros(4, 5))
+    weight.grad = torch.zeros(4, 5)
+    weight.grad[0, :3] = torch.tensor([3.0, -1.0, 2.0])  # unit 0 alive; units 1-3 dead (zero gradient)
+    wmask = torch.zeros(4, 5, dtype=torch.bool)
+    wmask[:, :3] = True  # 12 active, 3 of them with a nonzero gradient
+
+    class Engine:
+        mask_version = 0
+        masks = {"weight": wmask}
+
+    dgm = DynamicGradientMasking({"weight": weight}, ratio=0.5, interval=30, alpha=0.5, beta=0.5, engine=Engine())
+    dgm.after_backward(None, None, StepOutput(torch.zeros(()), torch.zeros(1), 1))  # keep = 10 slots
+    assert dgm.masks["weight"].flatten().nonzero().flatten().tolist() == [0, 1, 2]
+
+
 def test_topk_mask_among_ranks_only_the_given_entries():
     score = torch.tensor([[9.0, 1.0, 5.0], [7.0, 3.0, 8.0]])
     among = torch.tensor([1, 2, 4, 5])  # flat indices: scores 1, 5, 3, 8

@@ -21,6 +21,10 @@ SparCL MLP's shapes, which goes element by element):
 
   spk_transpose     b[j, i] = a[i, j]
 
+and the training path's fused sparse Linear, one call per direction (``spk_linear_fwd`` / ``spk_linear_bwd``):
+transposes, SpMM and SDDMM above with the weight's active values read from the dense weight at their flat
+positions and the weight gradient written straight into a dense zeroed gradient.
+
 Rows are distributed with OpenMP (the .so links libgomp.so.1, the same soname as torch's, so the
 process keeps one OpenMP runtime); ``nthreads`` comes from ``torch.get_num_threads()``.
 """
@@ -59,15 +63,20 @@ static inline float hsum(v16 a) {
   return (q[0] + q[2]) + (q[1] + q[3]);
 }
 
+/* Value of nonzero k: val[k], or, with a gather index, val[vidx[k]] (the dense weight read at the flat
+   positions of its active entries: no separate gather of the values) */
+#define VAL(k) (vidx ? val[vidx[k]] : val[k])
+
 /* One row, columns b .. b + 16*NV of yT: NV accumulators stay in registers across the row's nonzeros. */
 #define SPMM_BLOCK(NV)                                                              \
-  static inline void spmm_block##NV(const int32_t* col, const float* val, int32_t k0, \
-                                    int32_t k1, const float* xT, int64_t B, int64_t b, \
-                                    float b0, float* y) {                             \
+  static inline void spmm_block##NV(const int32_t* col, const float* val,           \
+                                    const int64_t* vidx, int32_t k0, int32_t k1,    \
+                                    const float* xT, int64_t B, int64_t b,          \
+                                    float b0, float* y) {                           \
     v16 acc[NV];                                                                      \
     for (int t = 0; t < NV; ++t) acc[t] = (v16){0} + b0;                              \
     for (int32_t k = k0; k < k1; ++k) {                                               \
-      const float v = val[k];                                                         \
+      const float v = VAL(k);                                                         \
       const float* xr = xT + (int64_t)col[k] * B + b;                                 \
       for (int t = 0; t < NV; ++t) acc[t] += v * ld(xr + 16 * t);                     \
     }                                                                                 \
@@ -77,9 +86,9 @@ SPMM_BLOCK(4)
 SPMM_BLOCK(2)
 SPMM_BLOCK(1)
 
-/* yT[i, :] = bias[i] + sum_{k in row i} val[k] * xT[col[k], :]   (yT [rows, B], xT [*, B], row-major) */
-void spk_spmm_t(int64_t rows, const int32_t* crow, const int32_t* col, const float* val,
-                const float* xT, int64_t B, const float* bias, float* yT, int nthreads) {
+static void spmm_rows(int64_t rows, const int32_t* crow, const int32_t* col, const float* val,
+                      const int64_t* vidx, const float* xT, int64_t B, const float* bias, float* yT,
+                      int nthreads) {
   const int64_t nnz = crow[rows];
 #pragma omp parallel for schedule(dynamic, 16) num_threads(nthreads) if (nthreads > 1 && nnz * B > 65536)
   for (int64_t i = 0; i < rows; ++i) {
@@ -87,25 +96,33 @@ void spk_spmm_t(int64_t rows, const int32_t* crow, const int32_t* col, const flo
     const float b0 = bias ? bias[i] : 0.f;
     const int32_t k0 = crow[i], k1 = crow[i + 1];
     int64_t b = 0;
-    for (; b + 64 <= B; b += 64) spmm_block4(col, val, k0, k1, xT, B, b, b0, y);
-    if (b + 32 <= B) { spmm_block2(col, val, k0, k1, xT, B, b, b0, y); b += 32; }
-    if (b + 16 <= B) { spmm_block1(col, val, k0, k1, xT, B, b, b0, y); b += 16; }
+    for (; b + 64 <= B; b += 64) spmm_block4(col, val, vidx, k0, k1, xT, B, b, b0, y);
+    if (b + 32 <= B) { spmm_block2(col, val, vidx, k0, k1, xT, B, b, b0, y); b += 32; }
+    if (b + 16 <= B) { spmm_block1(col, val, vidx, k0, k1, xT, B, b, b0, y); b += 16; }
     if (b < B) { /* last B % 16 columns */
       const int64_t r = B - b;
       v16 acc = (v16){0} + b0;
-      for (int32_t k = k0; k < k1; ++k) acc += val[k] * ld_part(xT + (int64_t)col[k] * B + b, r);
+      for (int32_t k = k0; k < k1; ++k) acc += VAL(k) * ld_part(xT + (int64_t)col[k] * B + b, r);
       st_part(y + b, acc, r);
     }
   }
+}
+
+/* yT[i, :] = bias[i] + sum_{k in row i} val[k] * xT[col[k], :]   (yT [rows, B], xT [*, B], row-major) */
+void spk_spmm_t(int64_t rows, const int32_t* crow, const int32_t* col, const float* val,
+                const float* xT, int64_t B, const float* bias, float* yT, int nthreads) {
+  spmm_rows(rows, crow, col, val, NULL, xT, B, bias, yT, nthreads);
 }
 
 static inline v16 dot_tail(const float* a, const float* c, int64_t b, int64_t B) {
   return b < B ? ld_part(a + b, B - b) * ld_part(c + b, B - b) : (v16){0};
 }
 
-/* g[k] = sum_b gyT[i, b] * xT[col[k], b] for every nonzero k of row i (SDDMM, both operands [*, B]). */
-void spk_sddmm_t(int64_t rows, const int32_t* crow, const int32_t* col, const float* gyT,
-                 const float* xT, int64_t B, float* g, int nthreads) {
+/* Output slot of nonzero k: g[k], or, with a scatter index, g[gidx[k]] (straight into a dense gradient) */
+#define OUT(k) g[gidx ? gidx[k] : (k)]
+
+static void sddmm_rows(int64_t rows, const int32_t* crow, const int32_t* col, const float* gyT,
+                       const float* xT, int64_t B, float* g, const int64_t* gidx, int nthreads) {
   const int64_t nnz = crow[rows];
   const int64_t Bv = B & ~(int64_t)15;
 #pragma omp parallel for schedule(dynamic, 16) num_threads(nthreads) if (nthreads > 1 && nnz * B > 65536)
@@ -123,18 +140,24 @@ void spk_sddmm_t(int64_t rows, const int32_t* crow, const int32_t* col, const fl
         const v16 gv = ld(gr + b);
         a0 += gv * ld(x0 + b); a1 += gv * ld(x1 + b); a2 += gv * ld(x2 + b); a3 += gv * ld(x3 + b);
       }
-      g[k] = hsum(a0 + dot_tail(gr, x0, Bv, B));
-      g[k + 1] = hsum(a1 + dot_tail(gr, x1, Bv, B));
-      g[k + 2] = hsum(a2 + dot_tail(gr, x2, Bv, B));
-      g[k + 3] = hsum(a3 + dot_tail(gr, x3, Bv, B));
+      OUT(k) = hsum(a0 + dot_tail(gr, x0, Bv, B));
+      OUT(k + 1) = hsum(a1 + dot_tail(gr, x1, Bv, B));
+      OUT(k + 2) = hsum(a2 + dot_tail(gr, x2, Bv, B));
+      OUT(k + 3) = hsum(a3 + dot_tail(gr, x3, Bv, B));
     }
     for (; k < k1; ++k) {
       const float* xr = xT + (int64_t)col[k] * B;
       v16 a = {0};
       for (int64_t b = 0; b < Bv; b += 16) a += ld(gr + b) * ld(xr + b);
-      g[k] = hsum(a + dot_tail(gr, xr, Bv, B));
+      OUT(k) = hsum(a + dot_tail(gr, xr, Bv, B));
     }
   }
+}
+
+/* g[k] = sum_b gyT[i, b] * xT[col[k], b] for every nonzero k of row i (SDDMM, both operands [*, B]). */
+void spk_sddmm_t(int64_t rows, const int32_t* crow, const int32_t* col, const float* gyT,
+                 const float* xT, int64_t B, float* g, int nthreads) {
+  sddmm_rows(rows, crow, col, gyT, xT, B, g, NULL, nthreads);
 }
 
 /* ------------------------------------------------------------------ transpose */
@@ -177,6 +200,36 @@ void spk_transpose(int64_t R, int64_t C, const float* a, float* b, int nthreads)
       for (; i < i1; ++i)
         for (int64_t j = j0; j < j1; ++j) b[j * R + i] = a[i * C + j];
     }
+}
+
+/* ------------------------------------------------------------------ fused sparse linear (training) */
+/* One call per layer and direction: the layout moves and the products above, with W's active values
+   read from the dense weight w at their flat positions flat[k] (t_flat[k] = flat[perm[k]] for W^T).
+
+   forward:  xT [in, B] = x^T (skipped when x is NULL: xT already holds it); yT = W xT + bias; y = yT^T
+   backward: gyT = gy^T; gw (dense [out * in], zeroed) gets the SDDMM at the flat positions;
+             gxT = W^T gyT; gx = gxT^T.  gw / gx NULL: not needed. */
+void spk_linear_fwd(int64_t out, int64_t in, int64_t B, const int32_t* crow, const int32_t* col,
+                    const int64_t* flat, const float* w, const float* x, float* xT, const float* bias,
+                    float* yT, float* y, int nthreads) {
+  if (x) spk_transpose(B, in, x, xT, nthreads);
+  spmm_rows(out, crow, col, w, flat, xT, B, bias, yT, nthreads);
+  spk_transpose(out, B, yT, y, nthreads);
+}
+
+void spk_linear_bwd(int64_t out, int64_t in, int64_t B, const int32_t* crow, const int32_t* col,
+                    const int64_t* flat, const int32_t* t_crow, const int32_t* t_col, const int64_t* t_flat,
+                    const float* w, const float* gy, float* gyT, const float* xT, float* gw, float* gxT,
+                    float* gx, int nthreads) {
+  spk_transpose(B, out, gy, gyT, nthreads);
+  if (gw) {
+    memset(gw, 0, (size_t)(out * in) * sizeof(float));
+    sddmm_rows(out, crow, col, gyT, xT, B, gw, flat, nthreads);
+  }
+  if (gx) {
+    spmm_rows(in, t_crow, t_col, w, t_flat, gyT, B, NULL, gxT, nthreads);
+    spk_transpose(in, B, gxT, gx, nthreads);
+  }
 }
 
 /* ------------------------------------------------------------------ direct sparse convolution */

@@ -41,7 +41,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsecl.kernels.backends import BACKENDS
 from sparsecl.kernels.conv import ConvGeometry, SparseConv2dFunction, conv_supported
 from sparsecl.kernels.csr import CsrStructure, index_dtype, structure_from_mask
 from sparsecl.kernels.function import sparse_linear
@@ -49,17 +48,9 @@ from sparsecl.kernels.native import native_kernels
 from sparsecl.kernels.paths import PATH_CHOICES, choose_conv_path, choose_path
 from sparsecl.train.hooks import Component, LoopState
 
-def scatter_active(grad_values: torch.Tensor, flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """A dense zero gradient of ``shape`` holding ``grad_values`` at the flat positions ``flat`` (unique, so
-    a plain ``index_copy_``, not an accumulating ``index_put_``)."""
-    g = grad_values.new_zeros(math.prod(shape))
-    g.index_copy_(0, flat, grad_values)
-    return g.view(shape)
-
-
 class GatherActive(torch.autograd.Function):
     """``values = weight.flatten()[flat]``; the backward scatters ``grad values`` into a dense zero
-    gradient (:func:`scatter_active`)."""
+    gradient (``flat`` is unique: a plain ``index_copy_``, not an accumulating ``index_put_``)."""
 
     @staticmethod
     def forward(ctx: Any, weight: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -70,37 +61,41 @@ class GatherActive(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_values: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         (flat,) = ctx.saved_tensors
-        return scatter_active(grad_values, flat, ctx.shape), None
+        g = grad_values.new_zeros(math.prod(ctx.shape))
+        return g.index_copy_(0, flat, grad_values).view(ctx.shape), None
 
 
 class FusedCsrLinear(torch.autograd.Function):
-    """``GatherActive`` + ``SparseLinearFunction`` on the native backend as ONE autograd node: the same
-    kernels on the same operands (bit-identical), without the second node, the per-call backend
-    resolution and the per-call argument checks, which on small layers cost as much as the products.
-    Used by :class:`CsrLinear` when its plan is ``fused`` (float32 CPU weight and input, native kernels,
-    int32 indices: what those checks verify).
+    """``GatherActive`` + ``SparseLinearFunction`` on the native backend as ONE autograd node and one
+    native call per direction (``NativeKernels.linear_fwd`` / ``linear_bwd``): the layout transposes, the
+    SpMMs and the SDDMM of the composed path on the same operands in the same order (bit-identical), with
+    the active values read from the dense weight at their flat positions (no gathered copy) and the weight
+    gradient written straight into its dense zeroed tensor (no scatter), without the per-call backend
+    resolution and argument checks. Used by :class:`CsrLinear` when its plan is ``fused`` (float32 CPU
+    contiguous weight, native kernels, int32 indices: what those checks verify, once per structure).
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
                 plan: "LayerPlan") -> torch.Tensor:
-        s, flat = plan.structure, plan.flat
-        values = weight.detach().reshape(-1).index_select(0, flat)
-        y, x_t = BACKENDS.get("native").forward(s, values, x.reshape(-1, s.shape[1]), bias, check=False)
-        ctx.save_for_backward(values, x_t)
+        s, flat, t_flat = plan.structure, plan.flat, plan.t_flat
+        w = weight.detach()
+        b = None if bias is None else bias.detach().contiguous()
+        y, x_t = native_kernels().linear_fwd(s, flat, w, x.reshape(-1, s.shape[1]), b)
+        # the weight is saved (not copied): an in-place change before the backward is autograd's error
+        ctx.save_for_backward(weight, x_t)
         # the structure of THIS forward (a later rebuild of the plan must not change this backward)
-        ctx.s, ctx.flat, ctx.w_shape = s, flat, weight.shape
+        ctx.s, ctx.flat, ctx.t_flat = s, flat, t_flat
         ctx.x_shape, ctx.has_bias = x.shape, bias is not None
         return y.reshape(*x.shape[:-1], s.shape[0])
 
     @staticmethod
     def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        values, x_t = ctx.saved_tensors
+        weight, x_t = ctx.saved_tensors
         gy = grad_y.reshape(-1, ctx.s.shape[0])
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gx, gv = BACKENDS.get("native").backward(ctx.s, values, gy, x_t, need_x, need_w, check=False)
-        return (None if gx is None else gx.reshape(ctx.x_shape),
-                None if gv is None else scatter_active(gv, ctx.flat, ctx.w_shape),
+        gx, gw = native_kernels().linear_bwd(ctx.s, ctx.flat, ctx.t_flat, weight.detach(), gy, x_t, need_x, need_w)
+        return (None if gx is None else gx.reshape(ctx.x_shape), gw,
                 gy.sum(0) if ctx.has_bias and need_b else None, None)
 
 
@@ -116,6 +111,7 @@ class LayerPlan:
         self._mask: torch.Tensor | None = None
         self.structure: CsrStructure | None = None
         self.flat: torch.Tensor | None = None
+        self.t_flat: torch.Tensor | None = None  # flat positions in W^T's CSR order (the fused backward)
         self.path = "masked"
         self.rebuilds = 0
         self.fused = False  # CsrLinear may use FusedCsrLinear (set by SparseExecution)
@@ -130,9 +126,10 @@ class LayerPlan:
             if self.path == "csr":
                 self.structure = structure_from_mask(mask.reshape(mask.shape[0], -1))
                 self.flat = self.structure.flat_index()
+                self.t_flat = self.flat[self.structure.perm.long()]
                 self.rebuilds += 1
             else:
-                self.structure = self.flat = None
+                self.structure = self.flat = self.t_flat = None
         if self.structure is None or (self.flags.dense_step and torch.is_grad_enabled()):
             return None
         return self.structure
@@ -236,7 +233,7 @@ class SparseExecution(Component):
             if cls is CsrLinear and backend in ("auto", "native"):
                 w = module.weight
                 plan.fused = (native_kernels() is not None and w.dtype == torch.float32 and w.device.type == "cpu"
-                              and index_dtype(tuple(w.shape)) == torch.int32)
+                              and w.is_contiguous() and index_dtype(tuple(w.shape)) == torch.int32)
             module.csr_plan = plan
             module.csr_backend = backend
             self.plans[module_name] = module.csr_plan

@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -103,6 +104,12 @@ class NativeKernels:
         self._transpose = lib.spk_transpose
         self._transpose.argtypes = [_I64, _I64, _P, _P, _INT]
         self._transpose.restype = None
+        self._linear_fwd = lib.spk_linear_fwd
+        self._linear_fwd.argtypes = [_I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _P, _P, _P, _INT]
+        self._linear_fwd.restype = None
+        self._linear_bwd = lib.spk_linear_bwd
+        self._linear_bwd.argtypes = [_I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _INT]
+        self._linear_bwd.restype = None
 
     @staticmethod
     def _check(crow: torch.Tensor, col: torch.Tensor, *dense: torch.Tensor) -> None:
@@ -158,6 +165,41 @@ class NativeKernels:
         out = torch.empty(a.shape[1], a.shape[0], dtype=torch.float32)
         self._transpose(a.shape[0], a.shape[1], a.data_ptr(), out.data_ptr(), torch.get_num_threads())
         return out
+
+    # ------------------------------------------------------------------ fused sparse linear (training)
+    # No argument checks: the caller (``execution.FusedCsrLinear``) verified the structure, the flat
+    # indices and the weight once per structure; operands are made contiguous here.
+    def linear_fwd(self, s: Any, flat: torch.Tensor, w: torch.Tensor, x: torch.Tensor,
+                   bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(y [B, out], x^T [in, B])`` with ``y = x W^T + bias``, W's active values read from the dense
+        ``w`` at ``flat`` (int64 row-major positions, CSR order)."""
+        (out_f, in_f), batch = s.shape, x.shape[0]
+        if x.t().is_contiguous():  # already batch-innermost (e.g. the transpose view of a product)
+            x_t, x_ptr = x.t(), None
+        else:
+            x = x.contiguous()
+            x_t, x_ptr = torch.empty(in_f, batch, dtype=torch.float32), x.data_ptr()
+        y_t = torch.empty(out_f, batch, dtype=torch.float32)
+        y = torch.empty(batch, out_f, dtype=torch.float32)
+        self._linear_fwd(out_f, in_f, batch, s.crow.data_ptr(), s.col.data_ptr(), flat.data_ptr(),
+                         w.data_ptr(), x_ptr, x_t.data_ptr(), None if bias is None else bias.data_ptr(),
+                         y_t.data_ptr(), y.data_ptr(), torch.get_num_threads())
+        return y, x_t
+
+    def linear_bwd(self, s: Any, flat: torch.Tensor, t_flat: torch.Tensor, w: torch.Tensor, gy: torch.Tensor,
+                   x_t: torch.Tensor, need_x: bool, need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(gx [B, in] | None, gw [out, in] | None)``: gw dense, zero outside the active positions."""
+        (out_f, in_f), batch = s.shape, gy.shape[0]
+        gy = gy.contiguous()
+        gy_t = torch.empty(out_f, batch, dtype=torch.float32)
+        gw = torch.empty(out_f, in_f, dtype=torch.float32) if need_w else None
+        gx_t = torch.empty(in_f, batch, dtype=torch.float32) if need_x else None
+        gx = torch.empty(batch, in_f, dtype=torch.float32) if need_x else None
+        ptr = (lambda t: None if t is None else t.data_ptr())
+        self._linear_bwd(out_f, in_f, batch, s.crow.data_ptr(), s.col.data_ptr(), flat.data_ptr(),
+                         s.t_crow.data_ptr(), s.t_col.data_ptr(), t_flat.data_ptr(), w.data_ptr(), gy.data_ptr(),
+                         gy_t.data_ptr(), x_t.data_ptr(), ptr(gw), ptr(gx_t), ptr(gx), torch.get_num_threads())
+        return gx, gw
 
     # ------------------------------------------------------------------ direct sparse convolution
     @staticmethod
