@@ -82,24 +82,22 @@ class NativeBackend:
             and native_kernels() is not None
         )
 
-    # ``check=False`` (``NativeKernels.spmm_t``) only for callers that verified dtype/device/indices once
-    # per structure: the training path's ``FusedCsrLinear``.
-    def forward(self, s, values, x, bias, check=True):
+    def forward(self, s, values, x, bias):
         k = native_kernels()
         x_t = k.transpose(x)
         b = None if bias is None else bias.detach().contiguous()
-        y_t = k.spmm_t(s.crow, s.col, values.detach().contiguous(), x_t, b, check=check)
+        y_t = k.spmm_t(s.crow, s.col, values.detach().contiguous(), x_t, b)
         return k.transpose(y_t), x_t
 
-    def backward(self, s, values, gy, saved, need_x, need_v, check=True):
+    def backward(self, s, values, gy, saved, need_x, need_v):
         k = native_kernels()
         gy_t = k.transpose(gy)  # [out, B]
         gx = gv = None
         if need_x:
             values_t = values.detach().index_select(0, s.perm)
-            gx = k.transpose(k.spmm_t(s.t_crow, s.t_col, values_t, gy_t, None, check=check))
+            gx = k.transpose(k.spmm_t(s.t_crow, s.t_col, values_t, gy_t, None))
         if need_v:
-            gv = k.sddmm_t(s.crow, s.col, gy_t, saved, check=check)
+            gv = k.sddmm_t(s.crow, s.col, gy_t, saved)
         return gx, gv
 
 

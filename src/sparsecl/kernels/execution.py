@@ -8,18 +8,18 @@ mask is all ones always runs dense).
 Dense-backed. The engine's dense weight stays the one source of truth, so masks, SparCL's importance
 scores, checkpoints, resume and export are those of the masked path. A CSR step does
 
-    values = weight.flatten()[active]          gather, O(nnz), CSR (row-major) order
     y      = W_csr x                           O(nnz B): SpMM / direct sparse convolution
     grad x = W_csr^T grad y                    O(nnz B)
-    grad W = scatter(SDDMM(grad y, x))         O(nnz B), then one O(out in) zero fill
+    grad W = SDDMM(grad y, x) at the actives   O(nnz B), written into a zeroed dense gradient (O(out in))
 
-(Linear layers on the native kernels run it as one autograd node, ``FusedCsrLinear``: 0.04-0.18 ms of
-per-call Python less per 1.0-1.2 ms step of the SparCL MLP, ``benchmarks/bench_kernels.py --fused-step``)
-and the optimizer updates the dense tensor, whose inactive entries get exact-zero gradients (so under
-SGD / Adam / AdamW they stay exactly 0, as on the masked path). The O(out in) work left per step (zero
-fill, the engine's gradient mask, the optimizer update) is 1/B of one dense product. Deviation from the
-values-only ``SparseLinear`` / ``SparseConv2d`` (export, inference, ``benchmarks/bench_kernels.py``):
-weight and optimizer memory stay dense on this path; only the products shrink.
+with W's active values read from the dense weight (gathered in CSR order; Linear layers on the native
+kernels read them in place: ``FusedCsrLinear``, one autograd node and one native call per direction,
+transposes included), and the optimizer updates the dense tensor, whose inactive entries get exact-zero
+gradients (so under SGD / Adam / AdamW they stay exactly 0, as on the masked path). The O(out in) work
+left per step (zero fill, the engine's gradient mask, the optimizer update) is 1/B of one dense product.
+Deviation from the values-only ``SparseLinear`` / ``SparseConv2d`` (export, inference,
+``benchmarks/bench_kernels.py``): weight and optimizer memory stay dense on this path; only the products
+shrink.
 
 Dense-gradient steps. Consumers that read gradients of INACTIVE weights (RigL / SNFS in their update
 windows: ``MaskEngine.needs_dense_grad``; SparCL TDM with gradient regrowth: ``Component.needs_dense_grad``)

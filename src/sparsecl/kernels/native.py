@@ -121,36 +121,27 @@ class NativeKernels:
                 raise ValueError("native kernels need contiguous float32 CPU tensors")
 
     def spmm_t(self, crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, x_t: torch.Tensor,
-               bias: torch.Tensor | None, check: bool = True) -> torch.Tensor:
-        """``y_t [rows, B] = W x_t (+ bias[:, None])`` for CSR ``W`` [rows, x_t.shape[0]].
-
-        ``check=False`` skips the argument checks: only for callers that built every operand themselves
-        (contiguous float32 CPU tensors, int32 indices of a matching structure), e.g. the training path's
-        fused CSR linear, which validates once per structure instead of at every call."""
+               bias: torch.Tensor | None) -> torch.Tensor:
+        """``y_t [rows, B] = W x_t (+ bias[:, None])`` for CSR ``W`` [rows, x_t.shape[0]]."""
         rows, batch = crow.numel() - 1, x_t.shape[1]
-        if check:
-            self._check(crow, col, values, x_t, *(() if bias is None else (bias,)))
-            if col.numel() != values.numel() or (bias is not None and bias.numel() != rows):
-                raise ValueError("values/bias do not match the CSR structure")
+        self._check(crow, col, values, x_t, *(() if bias is None else (bias,)))
+        if col.numel() != values.numel() or (bias is not None and bias.numel() != rows):
+            raise ValueError("values/bias do not match the CSR structure")
         y_t = torch.empty(rows, batch, dtype=torch.float32)
         self._spmm(rows, crow.data_ptr(), col.data_ptr(), values.data_ptr(), x_t.data_ptr(), batch,
                    None if bias is None else bias.data_ptr(), y_t.data_ptr(), torch.get_num_threads())
         return y_t
 
-    def sddmm_t(self, crow: torch.Tensor, col: torch.Tensor, gy_t: torch.Tensor, x_t: torch.Tensor,
-                check: bool = True) -> torch.Tensor:
-        """``g[k] = <gy_t[row k], x_t[col k]>`` for every nonzero k (both operands [*, B]); ``check`` as
-        in :meth:`spmm_t`."""
+    def sddmm_t(self, crow: torch.Tensor, col: torch.Tensor, gy_t: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        """``g[k] = <gy_t[row k], x_t[col k]>`` for every nonzero k (both operands [*, B])."""
         rows, batch = crow.numel() - 1, x_t.shape[1]
-        if check:
-            self._check(crow, col, gy_t, x_t)
-            if gy_t.shape != (rows, batch):
-                raise ValueError(f"gy_t shape {tuple(gy_t.shape)} != {(rows, batch)}")
+        self._check(crow, col, gy_t, x_t)
+        if gy_t.shape != (rows, batch):
+            raise ValueError(f"gy_t shape {tuple(gy_t.shape)} != {(rows, batch)}")
         g = torch.empty(col.numel(), dtype=torch.float32)
         self._sddmm(rows, crow.data_ptr(), col.data_ptr(), gy_t.data_ptr(), x_t.data_ptr(), batch, g.data_ptr(),
                     torch.get_num_threads())
         return g
-
 
     def transpose(self, a: torch.Tensor) -> torch.Tensor:
         """``a.t()`` as a contiguous tensor: free (a view) when ``a`` is itself the transpose view of a
