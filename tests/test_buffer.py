@@ -61,6 +61,14 @@ def test_vectorised_reservoir_equals_sequential_algorithm_r(capacity, batch):
     assert contents[:capacity].tolist() == _sequential_reservoir(capacity, u)
 
 
+def test_reservoir_slots_when_full_discard_a_rounded_up_draw():
+    # u -> 1 can round u * (n + 1) up to n + 1; full or filling, that draw must never pick a real slot
+    u = torch.tensor([1 - 2**-53, 0.0, 0.5], dtype=torch.float64)
+    assert reservoir_slots(10**15, 4, u).tolist() == [4, 0, 4]
+    assert reservoir_slots(4, 4, u).tolist() == [4, 0, 3]  # n_i = 4, 5, 6: floor(0.5 * 7) = 3
+    assert reservoir_slots(2, 4, u).tolist() == [2, 3, 2]  # filling: slots 2, 3; then n_i = 4: floor(0.5 * 5) = 2
+
+
 def test_buffer_add_is_algorithm_r_over_its_own_generator():
     buf, twin = _buffer(6, seed=3), _gen(3)
     u = []

@@ -49,6 +49,9 @@ def reservoir_slots(n_seen: int, capacity: int, u: torch.Tensor) -> torch.Tensor
     Several examples of one batch may get the same slot: ``Buffer._write`` resolves that by last write wins
     in batch order, which is exactly what the sequential algorithm does.
     """
+    if n_seen >= capacity:  # full (the common case): r_i >= B (a rounded-up r_i = n_i + 1 too) is discarded
+        n1 = torch.arange(n_seen + 1, n_seen + 1 + u.shape[0], dtype=torch.float64, device=u.device)
+        return (u * n1).floor_().long().clamp_max_(capacity)
     n_i = n_seen + torch.arange(u.shape[0], device=u.device)
     r = torch.minimum((u * (n_i + 1).double()).floor().long(), n_i)  # min(): guard the u -> 1 rounding
     slots = torch.where(n_i < capacity, n_i, r)
@@ -296,12 +299,14 @@ class Buffer:
     def _write(self, slots: torch.Tensor, items: BufferItems) -> None:
         if (self._logits is None) != (items.logits is None):
             raise ValueError("logits must be given exactly when the buffer stores logits")
+        if slots.device.type == "cpu" and not bool((slots < self.capacity).any()):
+            return  # every example discarded (most batches of a long stream); on CPU the check costs no sync
         src = last_writer(slots, self.capacity + 1)
-        self._x[slots] = items.x[src]
-        self._y[slots] = items.y[src]
-        self._task[slots] = items.task[src]
+        self._x[slots] = items.x.index_select(0, src)
+        self._y[slots] = items.y.index_select(0, src)
+        self._task[slots] = items.task.index_select(0, src)
         if self._logits is not None:
-            self._logits[slots] = items.logits[src].float()
+            self._logits[slots] = items.logits.index_select(0, src).float()
 
     def _compact(self, keep: torch.Tensor) -> None:
         """Move slots ``keep`` (ascending) to the front, in order; the rest become free."""
@@ -317,8 +322,9 @@ class Buffer:
 
     def get(self, indices: torch.Tensor) -> BufferItems:
         """One gather per stored field."""
-        logits = None if self._logits is None else self._logits[indices]
-        return BufferItems(self._x[indices], self._y[indices], logits, self._task[indices])
+        logits = None if self._logits is None else self._logits.index_select(0, indices)
+        return BufferItems(self._x.index_select(0, indices), self._y.index_select(0, indices), logits,
+                           self._task.index_select(0, indices))
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
