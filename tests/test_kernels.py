@@ -194,6 +194,26 @@ def test_native_transpose_is_exact(shape):
         k.transpose(a.reshape(-1))
 
 
+@pytest.mark.skipif(not HAVE_NATIVE, reason="native kernels did not compile here")
+@pytest.mark.parametrize("shape,pad,np_", [((32, 4, 8, 8), (1, 1), 32), ((5, 3, 7, 9), (2, 1), 16),
+                                          ((17, 2, 4, 4), (0, 0), 32), ((1, 1, 1, 1), (2, 2), 16)])
+def test_native_planes_moves_are_exact(shape, pad, np_):
+    """x [N, C, H, W] -> [C, H + 2ph, W + 2pw, Np] batch-innermost with zero border and zero batch lanes
+    (every element written: the output starts as uninitialised memory), and back."""
+    k = native_kernels()
+    x = torch.randn(*shape, generator=_gen(3))
+    n, c, h, w = shape
+    ref = torch.zeros(c, h + 2 * pad[0], w + 2 * pad[1], np_)
+    ref[:, pad[0] : pad[0] + h, pad[1] : pad[1] + w, :n] = x.permute(1, 2, 3, 0)
+    for _ in range(2):  # the second call may get the first one's freed (non-zero) memory back
+        planes = k.to_planes(x, pad, np_)
+        assert torch.equal(planes, ref)
+    back = k.from_planes(planes[:, pad[0] : pad[0] + h, pad[1] : pad[1] + w].contiguous(), n)
+    assert back.is_contiguous() and torch.equal(back, x)
+    with pytest.raises(ValueError, match="Np >= N"):
+        k.to_planes(x, pad, n - 1)
+
+
 @pytest.mark.parametrize("backend", BACKEND_NAMES)
 def test_outputs_and_input_gradients_are_contiguous(backend):
     """A dense consumer gets the layout nn.Linear gives it (a transposed input made the next dense Linear

@@ -20,6 +20,8 @@ and the kernels' batch-innermost one (8 x 8 register blocks; 4-6x faster than ``
 SparCL MLP's shapes, which goes element by element):
 
   spk_transpose     b[j, i] = a[i, j]
+  spk_to_planes     planes[c, ph + h, pw + w, n] = x[n, c, h, w], zero border and batch lanes (convolutions)
+  spk_from_planes   y[n, c, h, w] = planes[c, h, w, n]
 
 and the training path's fused sparse Linear, one call per direction (``spk_linear_fwd`` / ``spk_linear_bwd``):
 transposes, SpMM and SDDMM above with the weight's active values read from the dense weight at their flat
@@ -200,6 +202,45 @@ void spk_transpose(int64_t R, int64_t C, const float* a, float* b, int nthreads)
       for (; i < i1; ++i)
         for (int64_t j = j0; j < j1; ++j) b[j * R + i] = a[i * C + j];
     }
+}
+
+/* b[j * ldb + i] = a[i * lda + j] for an R x C block with row strides lda, ldb (8 x 8 register blocks) */
+static void transpose_strided(int64_t R, int64_t C, const float* a, int64_t lda, float* b, int64_t ldb) {
+  int64_t i = 0;
+  for (; i + 8 <= R; i += 8) {
+    int64_t j = 0;
+    for (; j + 8 <= C; j += 8) transpose8x8(a + i * lda + j, lda, b + j * ldb + i, ldb);
+    for (; j < C; ++j)
+      for (int64_t q = i; q < i + 8; ++q) b[j * ldb + q] = a[q * lda + j];
+  }
+  for (; i < R; ++i)
+    for (int64_t j = 0; j < C; ++j) b[j * ldb + i] = a[i * lda + j];
+}
+
+/* planes [C, H + 2 ph, W + 2 pw, Np] = x [N, C, H, W] moved batch-innermost, with a zero border of ph rows
+   and pw columns and zero batch lanes N..Np-1: every element of planes is written once. */
+void spk_to_planes(int64_t N, int64_t C, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t Np,
+                   const float* x, float* planes, int nthreads) {
+  const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads) if (nthreads > 1 && C * Hp * Wp * Np > 262144)
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t hp = 0; hp < Hp; ++hp) {
+      float* row = planes + (c * Hp + hp) * Wp * Np;
+      const int64_t h = hp - ph;
+      if (h < 0 || h >= H) { memset(row, 0, (size_t)(Wp * Np) * sizeof(float)); continue; }
+      memset(row, 0, (size_t)(pw * Np) * sizeof(float));
+      memset(row + (pw + W) * Np, 0, (size_t)(pw * Np) * sizeof(float));
+      transpose_strided(N, W, x + (c * H + h) * W, C * H * W, row + pw * Np, Np);
+      if (Np > N)
+        for (int64_t w = 0; w < W; ++w) memset(row + (pw + w) * Np + N, 0, (size_t)(Np - N) * sizeof(float));
+    }
+}
+
+/* y [N, C, H, W] (contiguous) = the first N batch lanes of planes [C, H, W, Np] */
+void spk_from_planes(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Np, const float* planes, float* y,
+                     int nthreads) {
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && C * H * W * N > 262144)
+  for (int64_t c = 0; c < C; ++c) transpose_strided(H * W, N, planes + c * H * W * Np, Np, y + c * H * W, C * H * W);
 }
 
 /* ------------------------------------------------------------------ fused sparse linear (training) */

@@ -8,7 +8,10 @@ each output channel r is a sparse row over (ci, kh, kw), and
 is computed directly, without im2col. Deviation: activations are laid out batch-innermost,
 [C, Hpad, Wpad, Np] with the batch padded to Np = 16 * ceil(N / 16), so that every multiply-add is a
 16-lane vector over the batch (Park et al. vectorise over output width); 8 such vectors (4 output positions
-x 32 images) stay in registers across a row's nonzeros. The backward pass uses the same kernel:
+x 32 images) stay in registers across a row's nonzeros. Activations move between the network's
+[N, C, H, W] and this layout in native blocked transposes (``NativeKernels.to_planes`` / ``from_planes``,
+which also write the zero border; 2-4x faster than torch's permuted copy), and the outputs come back
+contiguous. The backward pass uses the same kernel:
 
     grad x   = the same sparse convolution of grad y, padded by (K-1-p), with the transposed and flipped
                structure (rows ci, entries (r, K-1-kh, K-1-kw), values[perm]);
@@ -58,26 +61,6 @@ def conv_supported(conv: nn.Conv2d) -> bool:
     )
 
 
-def to_planes(x: torch.Tensor, pad: tuple[int, int], np_: int) -> torch.Tensor:
-    """[N, C, H, W] -> zero-padded batch-innermost [C, H + 2 ph, W + 2 pw, Np] (one copy)."""
-    n, c, h, w = x.shape
-    ph, pw = pad
-    planes = x.new_empty(c, h + 2 * ph, w + 2 * pw, np_)
-    # zero only the border and the batch padding (a full zero fill measured 3-4x slower in total)
-    planes[:, :ph].zero_()
-    planes[:, ph + h :].zero_()
-    planes[:, :, :pw].zero_()
-    planes[:, :, pw + w :].zero_()
-    planes[..., n:].zero_()
-    planes[:, ph : ph + h, pw : pw + w, :n] = x.detach().permute(1, 2, 3, 0)
-    return planes
-
-
-def from_planes(y: torch.Tensor, n: int) -> torch.Tensor:
-    """[C, H, W, Np] -> an [N, C, H, W] view (no copy)."""
-    return y[..., :n].permute(3, 0, 1, 2)
-
-
 def _split_cols(col: torch.Tensor, kernel: tuple[int, int]) -> tuple[torch.Tensor, ...]:
     """Column index of the [out, in*KH*KW] matrix -> (ci, kh, kw)."""
     col = col.long()
@@ -112,13 +95,13 @@ class SparseConv2dFunction(torch.autograd.Function):
         k = native_kernels()
         n, _, h, w = x.shape
         np_ = 16 * math.ceil(n / 16)
-        xp = to_planes(x, geom.padding, np_)
+        xp = k.to_planes(x, geom.padding, np_)
         off = forward_offsets(s, geom.kernel, xp.shape[1], xp.shape[2])
         b = None if bias is None else bias.detach().contiguous()
         y = k.conv_t(s.crow, off, values.detach().contiguous(), xp, geom.out_hw(h, w), b)
         ctx.save_for_backward(values, xp, off)
         ctx.s, ctx.geom, ctx.x_hw, ctx.n, ctx.has_bias = s, geom, (h, w), n, bias is not None
-        return from_planes(y, n)
+        return k.from_planes(y, n)
 
     @staticmethod
     def backward(ctx: Any, gy: torch.Tensor):  # type: ignore[override]
@@ -126,12 +109,12 @@ class SparseConv2dFunction(torch.autograd.Function):
         values, xp, off = ctx.saved_tensors
         s, geom, (h, w) = ctx.s, ctx.geom, ctx.x_hw
         q = (geom.kernel[0] - 1 - geom.padding[0], geom.kernel[1] - 1 - geom.padding[1])
-        gyp = to_planes(gy, q, xp.shape[3])
+        gyp = k.to_planes(gy, q, xp.shape[3])
         gx = gv = gb = None
         if ctx.needs_input_grad[0]:
             crow_t, off_t = grad_input_structure(s, geom.kernel, gyp.shape[1], gyp.shape[2])
             values_t = values.detach().index_select(0, s.perm)
-            gx = from_planes(k.conv_t(crow_t, off_t, values_t, gyp, (h, w), None), ctx.n)
+            gx = k.from_planes(k.conv_t(crow_t, off_t, values_t, gyp, (h, w), None), ctx.n)
         if ctx.needs_input_grad[1]:
             gv = k.conv_sddmm_t(s.crow, off, gyp, q, geom.out_hw(h, w), xp)
         if ctx.has_bias and ctx.needs_input_grad[2]:

@@ -104,6 +104,12 @@ class NativeKernels:
         self._transpose = lib.spk_transpose
         self._transpose.argtypes = [_I64, _I64, _P, _P, _INT]
         self._transpose.restype = None
+        self._to_planes = lib.spk_to_planes
+        self._to_planes.argtypes = [_I64, _I64, _I64, _I64, _I64, _I64, _I64, _P, _P, _INT]
+        self._to_planes.restype = None
+        self._from_planes = lib.spk_from_planes
+        self._from_planes.argtypes = [_I64, _I64, _I64, _I64, _I64, _P, _P, _INT]
+        self._from_planes.restype = None
         self._linear_fwd = lib.spk_linear_fwd
         self._linear_fwd.argtypes = [_I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _P, _P, _P, _INT]
         self._linear_fwd.restype = None
@@ -116,6 +122,10 @@ class NativeKernels:
         for t in (crow, col):
             if t.dtype != torch.int32 or not t.is_contiguous() or t.device.type != "cpu":
                 raise ValueError("native kernels need contiguous int32 CPU index arrays")
+        NativeKernels._check_dense(*dense)
+
+    @staticmethod
+    def _check_dense(*dense: torch.Tensor) -> None:
         for t in dense:
             if t.dtype != torch.float32 or not t.is_contiguous() or t.device.type != "cpu":
                 raise ValueError("native kernels need contiguous float32 CPU tensors")
@@ -193,6 +203,31 @@ class NativeKernels:
         return gx, gw
 
     # ------------------------------------------------------------------ direct sparse convolution
+    def to_planes(self, x: torch.Tensor, pad: tuple[int, int], np_: int) -> torch.Tensor:
+        """[N, C, H, W] -> zero-padded batch-innermost [C, H + 2 ph, W + 2 pw, Np] (``conv.to_planes``)."""
+        x = x.detach().contiguous()
+        self._check_dense(x)
+        if x.dim() != 4:
+            raise ValueError(f"to_planes needs [N, C, H, W], got shape {tuple(x.shape)}")
+        n, c, h, w = x.shape
+        if np_ < n or min(pad) < 0:
+            raise ValueError(f"planes need Np >= N and padding >= 0, got Np={np_}, N={n}, pad={pad}")
+        planes = torch.empty(c, h + 2 * pad[0], w + 2 * pad[1], np_, dtype=torch.float32)
+        self._to_planes(n, c, h, w, pad[0], pad[1], np_, x.data_ptr(), planes.data_ptr(), torch.get_num_threads())
+        return planes
+
+    def from_planes(self, planes: torch.Tensor, n: int) -> torch.Tensor:
+        """[C, H, W, Np] -> contiguous [N, C, H, W] (the first n batch lanes)."""
+        self._check_dense(planes)
+        if planes.dim() != 4:
+            raise ValueError(f"from_planes needs [C, H, W, Np], got shape {tuple(planes.shape)}")
+        c, h, w, np_ = planes.shape
+        if n > np_:
+            raise ValueError(f"{n} images asked from planes of {np_} batch lanes")
+        y = torch.empty(n, c, h, w, dtype=torch.float32)
+        self._from_planes(n, c, h, w, np_, planes.data_ptr(), y.data_ptr(), torch.get_num_threads())
+        return y
+
     @staticmethod
     def _check_planes(t: torch.Tensor) -> None:
         if t.dim() != 4 or t.shape[3] % 16:
