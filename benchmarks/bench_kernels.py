@@ -337,7 +337,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", type=int, nargs="+", default=[32, 128])
-    ap.add_argument("--densities", type=float, nargs="+", default=[0.10, 0.05, 0.02, 0.01])
+    ap.add_argument("--densities", type=float, nargs="+", default=None,
+                    help="default: 0.10 0.05 0.02 0.01 (MLP), 0.10 0.05 (--conv, --resnet-step, --fused-step)")
     ap.add_argument("--min-run-time", type=float, default=0.5, help="seconds per timed median")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repeats; the best median is kept")
     ap.add_argument("--seed", type=int, default=0)
@@ -355,17 +356,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         print("| density | dense ms | masked ms | csr ms | csr vs dense | csr vs masked | layers on csr |\n"
               "|---|---|---|---|---|---|---|")
-        rows = bench_resnet_step(32, [0.10, 0.05], max(args.min_run_time, 2.0), args.rounds, args.seed)
+        rows = bench_resnet_step(32, args.densities or [0.10, 0.05], max(args.min_run_time, 2.0), args.rounds, args.seed)
         out = args.out or OUT / "kernels_resnet_step.json"
     elif args.fused_step:
         torch.set_num_threads(args.threads)
         print("| density | dense ms | composed csr ms | fused csr ms | fused saves ms |\n|---|---|---|---|---|")
-        rows = bench_fused_step(96, [0.10, 0.05], args.min_run_time, args.rounds, args.seed)
+        rows = bench_fused_step(96, args.densities or [0.10, 0.05], args.min_run_time, args.rounds, args.seed)
         out = args.out or OUT / "kernels_fused.json"
     elif args.conv:
         torch.set_num_threads(args.threads)
         print("| channels | map | density | dense ms | csr ms | speed-up |\n|---|---|---|---|---|---|")
-        rows = bench_conv(32, [0.10, 0.05], args.min_run_time, args.rounds, args.seed)
+        rows = bench_conv(32, args.densities or [0.10, 0.05], args.min_run_time, args.rounds, args.seed)
         out = args.out or OUT / "kernels_conv.json"
     elif args.calibrate:
         rows = calibrate(args.min_run_time, args.rounds, args.seed)
@@ -373,7 +374,7 @@ def main() -> None:
     else:
         torch.set_num_threads(args.threads)
         print(MLP_HEADER)
-        rows = bench_mlp(args.batches, args.densities, args.min_run_time, args.rounds, args.seed)
+        rows = bench_mlp(args.batches, args.densities or [0.10, 0.05, 0.02, 0.01], args.min_run_time, args.rounds, args.seed)
         out = args.out or OUT / "kernels.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
