@@ -13,7 +13,8 @@ times one full training step (forward + backward + SGD-momentum step) of
 and reports ms/step, speed-up versus dense, and weight + optimizer-state bytes (CSR index bytes apart).
 Prints a markdown table and writes ``benchmarks/out/kernels.json``.
 
-``--conv`` times forward + backward of one stride-1 3x3 layer per ResNet-18 CIFAR stage at batch 32,
+``--conv`` times forward + backward of the ResNet-18 CIFAR 3x3 layers (one stride-1 layer per stage and the three
+stride-2 ones) at batch 32,
 dense nn.Conv2d versus SparseConv2d (direct sparse convolution), at densities 0.10 and 0.05, and writes
 ``benchmarks/out/kernels_conv.json``.
 
@@ -213,20 +214,24 @@ def calibrate(min_run_time: float, rounds: int, seed: int) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------- convolution
-RESNET18_CIFAR_3X3 = ((64, 32), (128, 16), (256, 8), (512, 4))  # (channels, feature-map side) per stage
+# (in channels, out channels, input side, stride): the stride-1 3x3 layer of each ResNet-18 CIFAR stage, then
+# the stride-2 3x3 convs that open stages 2-4
+RESNET18_CIFAR_3X3 = ((64, 64, 32, 1), (128, 128, 16, 1), (256, 256, 8, 1), (512, 512, 4, 1),
+                      (64, 128, 32, 2), (128, 256, 16, 2), (256, 512, 8, 2))
 
 
 def bench_conv(batch: int, densities: list[float], min_run_time: float, rounds: int, seed: int) -> list[dict]:
-    """One stride-1 3x3 layer of each ResNet-18 CIFAR stage: forward + backward (input and weight
-    gradients), dense nn.Conv2d versus SparseConv2d (native direct sparse convolution)."""
+    """The 3x3 layers of ResNet-18 CIFAR (one stride-1 layer per stage, the three stride-2 ones): forward +
+    backward (input and weight gradients), dense nn.Conv2d versus SparseConv2d (native direct sparse
+    convolution)."""
     gen = torch.Generator().manual_seed(seed)
     rows = []
-    for channels, side in RESNET18_CIFAR_3X3:
-        conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+    for c_in, c_out, side, stride in RESNET18_CIFAR_3X3:
+        conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
         with torch.no_grad():
-            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) / (9 * channels) ** 0.5)
-        x = torch.randn(batch, channels, side, side, generator=gen).requires_grad_()
-        gy = torch.randn(batch, channels, side, side, generator=gen)
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) / (9 * c_in) ** 0.5)
+        x = torch.randn(batch, c_in, side, side, generator=gen).requires_grad_()
+        gy = torch.randn(batch, c_out, side // stride, side // stride, generator=gen)
 
         def step(module: nn.Module) -> Step:
             def run() -> None:
@@ -240,10 +245,10 @@ def bench_conv(batch: int, densities: list[float], min_run_time: float, rounds: 
             mask = torch.rand(conv.weight.shape, generator=gen) < density
             sparse = SparseConv2d.from_dense(conv, mask, backend="native")
             ms = best_of_medians({"dense": step(conv), "csr": step(sparse)}, rounds, min_run_time)
-            rows.append({"channels": channels, "side": side, "batch": batch, "density": density,
-                         "threads": torch.get_num_threads(), "dense_ms": ms["dense"], "csr_ms": ms["csr"],
-                         "speedup": ms["dense"] / ms["csr"]})
-            print(f"| {channels} | {side}x{side} | {density:.2f} | {ms['dense']:.2f} | {ms['csr']:.2f} "
+            rows.append({"in_channels": c_in, "out_channels": c_out, "side": side, "stride": stride, "batch": batch,
+                         "density": density, "threads": torch.get_num_threads(), "dense_ms": ms["dense"],
+                         "csr_ms": ms["csr"], "speedup": ms["dense"] / ms["csr"]})
+            print(f"| {c_in}->{c_out} | {side}x{side} | {stride} | {density:.2f} | {ms['dense']:.2f} | {ms['csr']:.2f} "
                   f"| {ms['dense'] / ms['csr']:.2f} |", flush=True)
     return rows
 
@@ -252,7 +257,7 @@ def bench_resnet_step(batch: int, densities: list[float], min_run_time: float, r
     """Whole training step (forward + backward + SGD-momentum step through the mask engine) of CIFAR
     ResNet-18 (nf = 64, 32x32 input), SparCL's layer choice (the 3x3 convs inside residual blocks sparse,
     uniform density): dense model, masked path, and the training path of ``sparsity.execution=csr``
-    (stride-1 convs on the direct sparse kernel, stride-2 convs stay masked)."""
+    (every sparse 3x3 conv on the direct sparse kernel, stride 2 included)."""
     from sparsecl.kernels.execution import SparseExecution
     from sparsecl.models import create_model
     from sparsecl.sparse.config import SparsityConfig
@@ -365,7 +370,7 @@ def main() -> None:
         out = args.out or OUT / "kernels_fused.json"
     elif args.conv:
         torch.set_num_threads(args.threads)
-        print("| channels | map | density | dense ms | csr ms | speed-up |\n|---|---|---|---|---|---|")
+        print("| channels | input map | stride | density | dense ms | csr ms | speed-up |\n|---|---|---|---|---|---|---|")
         rows = bench_conv(32, args.densities or [0.10, 0.05], args.min_run_time, args.rounds, args.seed)
         out = args.out or OUT / "kernels_conv.json"
     elif args.calibrate:

@@ -506,6 +506,55 @@ def test_conv_matches_masked_dense(backend, cin, cout, kernel, padding, batch, h
     torch.testing.assert_close(layer.bias.grad, b_ref.grad, **tol)
 
 
+def test_tiny_strided_conv_exact():
+    conv = nn.Conv2d(1, 1, 2, stride=2)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[[1.0, 5.0], [7.0, 2.0]]]]))
+        conv.bias.fill_(0.5)
+    mask = torch.tensor([[[[1, 0], [0, 1]]]], dtype=torch.bool)  # keeps w[0,0] = 1 and w[1,1] = 2
+    layer = SparseConv2d.from_dense(conv, mask)
+    x = torch.arange(1.0, 17.0).view(1, 1, 4, 4).requires_grad_()
+    y = layer(x)
+    # y[i, j] = 0.5 + 1 * x[2i, 2j] + 2 * x[2i+1, 2j+1]: windows {1, 6}, {3, 8}, {9, 14}, {11, 16}
+    assert y[0, 0].tolist() == [[13.5, 19.5], [37.5, 43.5]]
+    y.sum().backward()
+    # each x[2i, 2j] meets w[0,0] once, each x[2i+1, 2j+1] meets w[1,1] once, the rest nothing
+    assert x.grad[0, 0].tolist() == [[1, 0, 1, 0], [0, 2, 0, 2], [1, 0, 1, 0], [0, 2, 0, 2]]
+    assert layer.values.grad.tolist() == [1 + 3 + 9 + 11, 6 + 8 + 14 + 16]
+    assert layer.bias.grad.tolist() == [4.0]
+
+
+STRIDED_CASES = [  # cin, cout, kernel, padding, stride, batch, h, w, density
+    (3, 5, (3, 3), (1, 1), 2, 5, 9, 7, 0.4),  # odd sizes: the last input row/column is never read
+    (8, 16, (3, 3), (1, 1), 2, 33, 16, 16, 0.2),  # 3 batch blocks of 16 lanes, the last partial
+    (4, 6, (3, 3), (0, 0), 2, 3, 8, 8, 0.5),
+    (4, 4, (3, 3), (2, 2), 3, 4, 10, 11, 0.4),
+    (4, 4, (1, 1), (0, 0), 2, 2, 6, 6, 0.6),  # a 1x1 shortcut
+]
+
+
+@pytest.mark.parametrize("backend", CONV_BACKENDS)
+@pytest.mark.parametrize("cin,cout,kernel,padding,stride,batch,h,w,density", STRIDED_CASES)
+def test_strided_conv_matches_masked_dense(backend, cin, cout, kernel, padding, stride, batch, h, w, density):
+    conv = _random_conv(cin, cout, kernel, padding, seed=cin, stride=stride)
+    mask = torch.rand(conv.weight.shape, generator=_gen(cout)) < density
+    mask[0] = False  # an output channel with no nonzeros
+    layer = SparseConv2d.from_dense(conv, mask, backend=backend)
+    w_ref, b_ref = _reference(conv, mask)
+    x = torch.randn(batch, cin, h, w, generator=_gen(1)).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    y, y_ref = layer(x), F.conv2d(x_ref, w_ref, b_ref, stride=stride, padding=padding)
+    gy = torch.randn(y_ref.shape, generator=_gen(2))
+    y.backward(gy)
+    y_ref.backward(gy)
+    tol = dict(rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(y, y_ref, **tol)
+    torch.testing.assert_close(x.grad, x_ref.grad, **tol)
+    torch.testing.assert_close(layer.values.grad, w_ref.grad[mask], **tol)
+    torch.testing.assert_close(layer.bias.grad, b_ref.grad, **tol)
+    assert layer.to_dense_module().stride == (stride, stride)
+
+
 @pytest.mark.parametrize("backend", CONV_BACKENDS)
 def test_conv_sgd_steps_match_masked_dense_reference(backend):
     conv, ref = (_random_conv(4, 6, (3, 3), (1, 1), seed=5) for _ in range(2))
@@ -543,10 +592,15 @@ def test_conv_set_mask_keeps_survivors():
 
 def test_conv_geometry_support_and_choice():
     strided = _random_conv(4, 4, (3, 3), (1, 1), seed=0, stride=2)
+    uneven = _random_conv(4, 4, (3, 3), (1, 1), seed=0, stride=(2, 1))
     plain = _random_conv(4, 4, (3, 3), (1, 1), seed=0)
-    with pytest.raises(ValueError, match="stride 1"):
-        SparseConv2d.from_dense(strided, torch.ones(4, 4, 3, 3, dtype=torch.bool))
-    assert choose_conv_path(strided, 0.05, path="csr") == "masked"
+    with pytest.raises(ValueError, match="equal strides"):
+        SparseConv2d.from_dense(uneven, torch.ones(4, 4, 3, 3, dtype=torch.bool))
+    assert choose_conv_path(uneven, 0.05, path="csr") == "masked"
+    native = "csr" if HAVE_NATIVE else "masked"
+    assert choose_conv_path(strided, 0.05) == native
+    assert choose_conv_path(strided, 0.18) == "masked"  # strided convs have the lower density cap
+    assert choose_conv_path(plain, 0.18) == native
     assert choose_conv_path(plain, 0.05, backend="torch") == "masked"
     assert choose_conv_path(plain, 0.5) == "masked"
     assert choose_conv_path(plain, 0.05) == ("csr" if HAVE_NATIVE else "masked")
@@ -567,7 +621,7 @@ def test_sparsify_conv_model_round_trip():
     y_dense = model(x)
     chosen = sparsify_model(model, masks, path="csr")
     expected_conv = "csr" if HAVE_NATIVE else "masked"
-    assert chosen == {"0": expected_conv, "2": "masked", "5": "csr"}  # the stride-2 conv stays masked
+    assert chosen == {"0": expected_conv, "2": expected_conv, "5": "csr"}  # stride 2 included
     torch.testing.assert_close(model(x), y_dense, rtol=1e-5, atol=1e-5)
     densify_model(model)
     state = model.state_dict()

@@ -8,11 +8,12 @@ floats that GCC's vector extensions turn into 16-lane FMAs:
   spk_spmm_t   yT[i, :] = bias[i] + sum_{k in row i} val[k] * xT[col[k], :]          (SpMM)
   spk_sddmm_t  g[k]     = sum_b gyT[i, b] * xT[col[k], b]  for each nonzero k of row i (SDDMM)
 
-and two for direct sparse convolution with stride 1 (Park et al., 2017, "Faster CNNs with Direct Sparse
+and three for direct sparse convolution with stride S (Park et al., 2017, "Faster CNNs with Direct Sparse
 Convolutions and Guided Pruning"), on batch-innermost activations [C, H, W, Np] (Np a multiple of 16):
 
-  spk_conv_t        out[r, ho, wo, :] = bias[r] + sum_{k in row r} val[k] * in[off[k] + ho*Wp + wo, :]
-  spk_conv_sddmm_t  g[k] = sum_{ho, wo, n} gy[r, ho, wo, n] * in[off[k] + ho*Wp + wo, n]
+  spk_conv_t          out[r, ho, wo, :] = bias[r] + sum_{k in row r} val[k] * in[off[k] + S ho*Wp + S wo, :]
+  spk_conv_sddmm_t    g[k] = sum_{ho, wo, n} gy[r, ho, wo, n] * in[off[k] + S ho*Wp + S wo, n]
+  spk_conv_scatter_t  gx[ci, S ho + kh, S wo + kw, :] += W[r, ci, kh, kw] gy[r, ho, wo, :]  (stride S > 1)
 
 where off[k] = ci*Hp*Wp + kh*Wp + kw addresses the (padded) input plane of a nonzero (r, ci, kh, kw);
 and the transpose that moves activations between the batch-outermost layout of the rest of the network
@@ -21,7 +22,7 @@ SparCL MLP's shapes, which goes element by element):
 
   spk_transpose     b[j, i] = a[i, j]
   spk_to_planes     planes[c, ph + h, pw + w, n] = x[n, c, h, w], zero border and batch lanes (convolutions)
-  spk_from_planes   y[n, c, h, w] = planes[c, h, w, n]
+  spk_from_planes   y[n, c, h, w] = planes[c, oh + h, ow + w, n]
 
 and the training path's fused sparse Linear, one call per direction (``spk_linear_fwd`` / ``spk_linear_bwd``):
 transposes, SpMM and SDDMM above with the weight's active values read from the dense weight at their flat
@@ -236,11 +237,14 @@ void spk_to_planes(int64_t N, int64_t C, int64_t H, int64_t W, int64_t ph, int64
     }
 }
 
-/* y [N, C, H, W] (contiguous) = the first N batch lanes of planes [C, H, W, Np] */
-void spk_from_planes(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Np, const float* planes, float* y,
-                     int nthreads) {
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && C * H * W * N > 262144)
-  for (int64_t c = 0; c < C; ++c) transpose_strided(H * W, N, planes + c * H * W * Np, Np, y + c * H * W, C * H * W);
+/* y [N, C, H, W] (contiguous) = the first N batch lanes of the H x W window at (oh, ow) of planes
+   [C, Hs, Ws, Np] */
+void spk_from_planes(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Hs, int64_t Ws, int64_t oh, int64_t ow,
+                     int64_t Np, const float* planes, float* y, int nthreads) {
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads) if (nthreads > 1 && C * H * W * N > 262144)
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t h = 0; h < H; ++h)
+      transpose_strided(W, N, planes + ((c * Hs + oh + h) * Ws + ow) * Np, Np, y + (c * H + h) * W, C * H * W);
 }
 
 /* ------------------------------------------------------------------ fused sparse linear (training) */
@@ -274,11 +278,12 @@ void spk_linear_bwd(int64_t out, int64_t in, int64_t B, const int32_t* crow, con
 }
 
 /* ------------------------------------------------------------------ direct sparse convolution */
-/* WB output positions x NV 16-lane column blocks of accumulators, kept in registers over a row's nonzeros */
+/* WB output positions x NV 16-lane column blocks of accumulators, kept in registers over a row's nonzeros;
+   adjacent output positions read the input ``step`` floats apart (stride * Np) */
 #define CONV_BLOCK(WB, NV)                                                                      \
   static inline void conv_block_##WB##_##NV(const int32_t* off, const float* val, int32_t k0,      \
-                                            int32_t k1, const float* base, int64_t Np, float b0,    \
-                                            float* out) {                                           \
+                                            int32_t k1, const float* base, int64_t Np, int64_t step, \
+                                            float b0, float* out) {                                 \
     v16 acc[WB][NV];                                                                              \
     for (int a = 0; a < WB; ++a)                                                                  \
       for (int t = 0; t < NV; ++t) acc[a][t] = (v16){0} + b0;                                     \
@@ -286,7 +291,7 @@ void spk_linear_bwd(int64_t out, int64_t in, int64_t B, const int32_t* crow, con
       const float v = val[k];                                                                     \
       const float* p = base + (int64_t)off[k] * Np;                                               \
       for (int a = 0; a < WB; ++a)                                                                \
-        for (int t = 0; t < NV; ++t) acc[a][t] += v * ld(p + a * Np + 16 * t);                    \
+        for (int t = 0; t < NV; ++t) acc[a][t] += v * ld(p + a * step + 16 * t);                  \
     }                                                                                             \
     for (int a = 0; a < WB; ++a)                                                                  \
       for (int t = 0; t < NV; ++t) st(out + a * Np + 16 * t, acc[a][t]);                          \
@@ -296,10 +301,12 @@ CONV_BLOCK(4, 1)
 CONV_BLOCK(1, 2)
 CONV_BLOCK(1, 1)
 
-/* out [rows, Ho, Wo, Np]; in [*, Hp, Wp, Np] (already padded); stride 1; Np % 16 == 0 */
-void spk_conv_t(int64_t rows, int64_t Ho, int64_t Wo, int64_t Wp, const int32_t* crow, const int32_t* off,
-                const float* val, const float* in, int64_t Np, const float* bias, float* out, int nthreads) {
-  const int64_t nnz = crow[rows];
+/* out [rows, Ho, Wo, Np]; in [*, Hp, Wp, Np] (already padded); output (ho, wo) reads the input at
+   (S ho, S wo) + the nonzero's offset; Np % 16 == 0 */
+void spk_conv_t(int64_t rows, int64_t Ho, int64_t Wo, int64_t Wp, int64_t S, const int32_t* crow,
+                const int32_t* off, const float* val, const float* in, int64_t Np, const float* bias, float* out,
+                int nthreads) {
+  const int64_t nnz = crow[rows], step = S * Np;
 #pragma omp parallel for collapse(2) schedule(dynamic, 4) num_threads(nthreads) \
     if (nthreads > 1 && nnz * Ho * Wo * Np > 65536)
   for (int64_t r = 0; r < rows; ++r)
@@ -310,30 +317,47 @@ void spk_conv_t(int64_t rows, int64_t Ho, int64_t Wo, int64_t Wp, const int32_t*
         const int nv = (c + 32 <= Np) ? 2 : 1;
         int64_t wo = 0;
         for (; wo + 4 <= Wo; wo += 4) {
-          const float* base = in + (ho * Wp + wo) * Np + c;
+          const float* base = in + S * (ho * Wp + wo) * Np + c;
           float* o = out + ((r * Ho + ho) * Wo + wo) * Np + c;
-          if (nv == 2) conv_block_4_2(off, val, k0, k1, base, Np, b0, o);
-          else conv_block_4_1(off, val, k0, k1, base, Np, b0, o);
+          if (nv == 2) conv_block_4_2(off, val, k0, k1, base, Np, step, b0, o);
+          else conv_block_4_1(off, val, k0, k1, base, Np, step, b0, o);
         }
         for (; wo < Wo; ++wo) {
-          const float* base = in + (ho * Wp + wo) * Np + c;
+          const float* base = in + S * (ho * Wp + wo) * Np + c;
           float* o = out + ((r * Ho + ho) * Wo + wo) * Np + c;
-          if (nv == 2) conv_block_1_2(off, val, k0, k1, base, Np, b0, o);
-          else conv_block_1_1(off, val, k0, k1, base, Np, b0, o);
+          if (nv == 2) conv_block_1_2(off, val, k0, k1, base, Np, step, b0, o);
+          else conv_block_1_1(off, val, k0, k1, base, Np, step, b0, o);
         }
         c += 16 * nv;
       }
     }
 }
 
-/* g[k] for the nonzeros of row r: gy rows are Wo*Np contiguous floats at gy + ((r*gHs + ho)*gWs)*Np */
-void spk_conv_sddmm_t(int64_t rows, int64_t Ho, int64_t Wo, int64_t Wp, const int32_t* crow,
+/* g[k] for the nonzeros of row r: gy rows are Wo*Np contiguous floats at gy + ((r*gHs + ho)*gWs)*Np;
+   output (ho, wo) met the input at (S ho, S wo) + off[k] */
+static void conv_sddmm_strided(int64_t r, int64_t Ho, int64_t Wo, int64_t Wp, int64_t S, const int32_t* crow,
+                               const int32_t* off, const float* gy, int64_t gHs, int64_t gWs, const float* in,
+                               int64_t Np, float* g) {
+  for (int32_t k = crow[r]; k < crow[r + 1]; ++k) {
+    v16 a = {0};
+    for (int64_t ho = 0; ho < Ho; ++ho) {
+      const float* gr = gy + ((r * gHs + ho) * gWs) * Np;
+      const float* xr = in + ((int64_t)off[k] + S * ho * Wp) * Np;
+      for (int64_t wo = 0; wo < Wo; ++wo)
+        for (int64_t c = 0; c < Np; c += 16) a += ld(gr + wo * Np + c) * ld(xr + S * wo * Np + c);
+    }
+    g[k] = hsum(a);
+  }
+}
+
+void spk_conv_sddmm_t(int64_t rows, int64_t Ho, int64_t Wo, int64_t Wp, int64_t S, const int32_t* crow,
                       const int32_t* off, const float* gy, int64_t gHs, int64_t gWs, const float* in,
                       int64_t Np, float* g, int nthreads) {
   const int64_t nnz = crow[rows];
   const int64_t len = Wo * Np;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1 && nnz * Ho * len > 65536)
   for (int64_t r = 0; r < rows; ++r) {
+    if (S != 1) { conv_sddmm_strided(r, Ho, Wo, Wp, S, crow, off, gy, gHs, gWs, in, Np, g); continue; }
     int32_t k = crow[r];
     const int32_t k1 = crow[r + 1];
     for (; k + 4 <= k1; k += 4) { /* four nonzeros share each load of gy */
@@ -362,4 +386,30 @@ void spk_conv_sddmm_t(int64_t rows, int64_t Ho, int64_t Wo, int64_t Wp, const in
     }
   }
 }
+/* Input gradient of a strided convolution by scatter, one input channel per task (no write conflicts):
+   gxp [Ci, Hq, Wq, Np] is zeroed, then for each nonzero e of W^T's row ci (weight (r, ci, kh, kw), value
+   val[e], src[e] = r * Ho * Wo, dst[e] = kh * Wq + kw):
+       gxp[ci, S ho + kh, S wo + kw, :] += val[e] * gy[r, ho, wo, :]      (gy [*, Ho, Wo, Np], unpadded)
+   (Hq, Wq) is the padded input frame; the caller crops the interior. */
+void spk_conv_scatter_t(int64_t Ci, int64_t Ho, int64_t Wo, int64_t S, int64_t Hq, int64_t Wq, const int32_t* crow,
+                        const int32_t* src, const int32_t* dst, const float* val, const float* gy, int64_t Np,
+                        float* gxp, int nthreads) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1 && Ci * Hq * Wq * Np > 65536)
+  for (int64_t ci = 0; ci < Ci; ++ci) {
+    float* plane = gxp + ci * Hq * Wq * Np;
+    memset(plane, 0, (size_t)(Hq * Wq * Np) * sizeof(float));
+    for (int32_t e = crow[ci]; e < crow[ci + 1]; ++e) {
+      const float v = val[e];
+      const float* g = gy + (int64_t)src[e] * Np;
+      float* d = plane + (int64_t)dst[e] * Np;
+      for (int64_t ho = 0; ho < Ho; ++ho)
+        for (int64_t wo = 0; wo < Wo; ++wo) {
+          const float* gp = g + (ho * Wo + wo) * Np;
+          float* dp = d + S * (ho * Wq + wo) * Np;
+          for (int64_t c = 0; c < Np; c += 16) st(dp + c, ld(dp + c) + v * ld(gp + c));
+        }
+    }
+  }
+}
+
 """

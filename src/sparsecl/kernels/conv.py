@@ -1,4 +1,4 @@
-"""``SparseConv2d``: direct sparse convolution (stride 1) on CPU, weights stored in CSR form.
+"""``SparseConv2d``: direct sparse convolution on CPU, weights stored in CSR form.
 
 Method: Park et al., 2017, "Faster CNNs with Direct Sparse Convolutions and Guided Pruning" (ICLR):
 each output channel r is a sparse row over (ci, kh, kw), and
@@ -17,7 +17,11 @@ contiguous. The backward pass uses the same kernel:
                structure (rows ci, entries (r, K-1-kh, K-1-kw), values[perm]);
     grad W   = at the nonzeros only: sum_{n, ho, wo} gy[n, r, ho, wo] * xpad[n, ci, ho+kh, wo+kw].
 
-Supported: stride 1, dilation 1, groups 1, zero padding p <= K-1, float32 on CPU with the native kernels.
+Strided convolutions (the same stride S along both axes) read the input at (S ho, S wo); their input
+gradient is a scatter into the padded input frame, one input channel per thread (instead of a stride-1
+convolution over a zero-dilated gradient, which would multiply S^2 - 1 zeros for every product).
+
+Supported: equal strides, dilation 1, groups 1, zero padding p <= K-1, float32 on CPU with the native kernels.
 Anything else (or ``backend="torch"``) runs the masked dense path inside the module: F.conv2d on the
 weight scattered from ``values`` (correct gradients at the active positions, no speed-up).
 
@@ -44,15 +48,17 @@ from sparsecl.kernels.native import native_kernels
 class ConvGeometry:
     kernel: tuple[int, int]
     padding: tuple[int, int]
+    stride: int = 1  # the same along both axes
 
     def out_hw(self, h: int, w: int) -> tuple[int, int]:
-        return h + 2 * self.padding[0] - self.kernel[0] + 1, w + 2 * self.padding[1] - self.kernel[1] + 1
+        s, (kh, kw), (ph, pw) = self.stride, self.kernel, self.padding
+        return (h + 2 * ph - kh) // s + 1, (w + 2 * pw - kw) // s + 1
 
 
 def conv_supported(conv: nn.Conv2d) -> bool:
     """Whether the direct sparse kernel covers this convolution's geometry."""
     return (
-        conv.stride == (1, 1)
+        conv.stride[0] == conv.stride[1] >= 1
         and conv.dilation == (1, 1)
         and conv.groups == 1
         and conv.padding_mode == "zeros"
@@ -72,6 +78,17 @@ def forward_offsets(s: CsrStructure, kernel: tuple[int, int], hp: int, wp: int) 
     """off[k] = ci*Hp*Wp + kh*Wp + kw: where nonzero k reads the padded input (in [Np]-blocks)."""
     ci, kh, kw = _split_cols(s.col, kernel)
     return (ci * hp * wp + kh * wp + kw).int()
+
+
+def scatter_structure(s: CsrStructure, kernel: tuple[int, int], out_hw: tuple[int, int], wq: int):
+    """(crow, src, dst) of the strided input-gradient scatter: W^T's rows per input channel (as in
+    :func:`grad_input_structure`), the gy plane of each entry (r Ho Wo) and its (kh, kw) place in the
+    padded input frame (kh Wq + kw)."""
+    kk = kernel[0] * kernel[1]
+    crow = s.t_crow[::kk].contiguous()
+    _, kh, kw = _split_cols(s.col.index_select(0, s.perm), kernel)
+    src = s.t_col.long() * (out_hw[0] * out_hw[1])
+    return crow, src.int(), (kh * wq + kw).int()
 
 
 def grad_input_structure(s: CsrStructure, kernel: tuple[int, int], hq: int, wq: int):
@@ -98,7 +115,7 @@ class SparseConv2dFunction(torch.autograd.Function):
         xp = k.to_planes(x, geom.padding, np_)
         off = forward_offsets(s, geom.kernel, xp.shape[1], xp.shape[2])
         b = None if bias is None else bias.detach().contiguous()
-        y = k.conv_t(s.crow, off, values.detach().contiguous(), xp, geom.out_hw(h, w), b)
+        y = k.conv_t(s.crow, off, values.detach().contiguous(), xp, geom.out_hw(h, w), b, geom.stride)
         ctx.save_for_backward(values, xp, off)
         ctx.s, ctx.geom, ctx.x_hw, ctx.n, ctx.has_bias = s, geom, (h, w), n, bias is not None
         return k.from_planes(y, n)
@@ -108,6 +125,8 @@ class SparseConv2dFunction(torch.autograd.Function):
         k = native_kernels()
         values, xp, off = ctx.saved_tensors
         s, geom, (h, w) = ctx.s, ctx.geom, ctx.x_hw
+        if geom.stride != 1:
+            return SparseConv2dFunction._strided_backward(ctx, k, gy, values, xp, off)
         q = (geom.kernel[0] - 1 - geom.padding[0], geom.kernel[1] - 1 - geom.padding[1])
         gyp = k.to_planes(gy, q, xp.shape[3])
         gx = gv = gb = None
@@ -121,9 +140,29 @@ class SparseConv2dFunction(torch.autograd.Function):
             gb = gy.sum((0, 2, 3))
         return gx, gv, gb, None, None
 
+    @staticmethod
+    def _strided_backward(ctx: Any, k: Any, gy: torch.Tensor, values: torch.Tensor, xp: torch.Tensor,
+                          off: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        """Stride S > 1: grad x by scatter into the padded input frame (no zero-dilated gy, no wasted
+        products), grad W by the strided SDDMM; both on the unpadded gy planes."""
+        s, geom, (h, w) = ctx.s, ctx.geom, ctx.x_hw
+        gyp = k.to_planes(gy, (0, 0), xp.shape[3])
+        out_hw = (gyp.shape[1], gyp.shape[2])
+        gx = gv = gb = None
+        if ctx.needs_input_grad[0]:
+            crow_t, src, dst = scatter_structure(s, geom.kernel, out_hw, xp.shape[2])
+            gxp = k.conv_scatter_t(crow_t, src, dst, values.detach().index_select(0, s.perm), gyp,
+                                   (xp.shape[1], xp.shape[2]), geom.stride)
+            gx = k.from_planes(gxp, ctx.n, crop=(geom.padding[0], geom.padding[1], h, w))
+        if ctx.needs_input_grad[1]:
+            gv = k.conv_sddmm_t(s.crow, off, gyp, (0, 0), out_hw, xp, geom.stride)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = gy.sum((0, 2, 3))
+        return gx, gv, gb, None, None
+
 
 class SparseConv2d(CsrWeightModule):
-    """nn.Conv2d (stride 1) whose weight [out, in, KH, KW] is stored as CSR values + indices.
+    """nn.Conv2d whose weight [out, in, KH, KW] is stored as CSR values + indices.
 
     ``backend``: "auto" (native direct sparse convolution where it applies, else the masked dense
     fallback), "native" (raises where it does not apply), "torch" (always the masked dense fallback).
@@ -139,28 +178,31 @@ class SparseConv2d(CsrWeightModule):
         bias: bool = True,
         dtype: torch.dtype | None = None,
         backend: str = "auto",
+        stride: int = 1,
     ) -> None:
         super().__init__((out_channels, in_channels, *kernel_size), mask, bias, dtype, backend)
         if not all(0 <= p <= k - 1 for p, k in zip(padding, kernel_size)):
             raise ValueError(f"padding {padding} must lie in [0, kernel-1] for kernel {kernel_size}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.geometry = ConvGeometry(tuple(kernel_size), tuple(padding))
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        self.geometry = ConvGeometry(tuple(kernel_size), tuple(padding), int(stride))
 
     @classmethod
     def from_dense(cls, conv: nn.Conv2d, mask: torch.Tensor, backend: str = "auto") -> "SparseConv2d":
         if not conv_supported(conv):
-            raise ValueError("SparseConv2d needs stride 1, dilation 1, groups 1 and zero padding <= kernel-1")
+            raise ValueError("SparseConv2d needs equal strides, dilation 1, groups 1 and zero padding <= kernel-1")
         w = conv.weight
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, mask.to(w.device), conv.padding,
-                    conv.bias is not None, w.dtype, backend)
+                    conv.bias is not None, w.dtype, backend, conv.stride[0])
         layer._load_dense(w, mask, conv.bias)
         return layer
 
     def to_dense_module(self) -> nn.Conv2d:
         """An equivalent dense nn.Conv2d (weight = ``to_dense()``)."""
         v = self.values
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.geometry.kernel, padding=self.geometry.padding,
-                         bias=self.bias is not None, device=v.device, dtype=v.dtype)
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.geometry.kernel, stride=self.geometry.stride,
+                         padding=self.geometry.padding, bias=self.bias is not None, device=v.device, dtype=v.dtype)
         with torch.no_grad():
             conv.weight.copy_(self.to_dense())
             if self.bias is not None:
@@ -179,10 +221,11 @@ class SparseConv2d(CsrWeightModule):
         # masked dense fallback: scatter the values into a dense weight (differentiable w.r.t. values)
         flat = self.structure.flat_index()
         w = self.values.new_zeros(math.prod(self.weight_shape)).index_put((flat,), self.values)
-        return F.conv2d(x, w.view(self.weight_shape), self.bias, padding=self.geometry.padding)
+        return F.conv2d(x, w.view(self.weight_shape), self.bias, stride=self.geometry.stride,
+                        padding=self.geometry.padding)
 
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.geometry.kernel}, "
-            f"padding={self.geometry.padding}, nnz={self.nnz}, density={self.density:.4f}, backend={self.backend}"
+            f"stride={self.geometry.stride}, padding={self.geometry.padding}, nnz={self.nnz}, density={self.density:.4f}, backend={self.backend}"
         )

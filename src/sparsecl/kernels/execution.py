@@ -169,7 +169,7 @@ class CsrConv2d(nn.Conv2d):
         if s is None:
             return super().forward(x)
         values = GatherActive.apply(self.weight, self.csr_plan.flat)
-        geom = ConvGeometry(tuple(self.kernel_size), tuple(self.padding))
+        geom = ConvGeometry(tuple(self.kernel_size), tuple(self.padding), self.stride[0])
         return SparseConv2dFunction.apply(x, values, self.bias, s, geom)
 
 

@@ -96,11 +96,14 @@ class NativeKernels:
         self._sddmm.argtypes = [_I64, _P, _P, _P, _P, _I64, _P, _INT]
         self._sddmm.restype = None
         self._conv = lib.spk_conv_t
-        self._conv.argtypes = [_I64, _I64, _I64, _I64, _P, _P, _P, _P, _I64, _P, _P, _INT]
+        self._conv.argtypes = [_I64, _I64, _I64, _I64, _I64, _P, _P, _P, _P, _I64, _P, _P, _INT]
         self._conv.restype = None
         self._conv_sddmm = lib.spk_conv_sddmm_t
-        self._conv_sddmm.argtypes = [_I64, _I64, _I64, _I64, _P, _P, _P, _I64, _I64, _P, _I64, _P, _INT]
+        self._conv_sddmm.argtypes = [_I64, _I64, _I64, _I64, _I64, _P, _P, _P, _I64, _I64, _P, _I64, _P, _INT]
         self._conv_sddmm.restype = None
+        self._conv_scatter = lib.spk_conv_scatter_t
+        self._conv_scatter.argtypes = [_I64, _I64, _I64, _I64, _I64, _I64, _P, _P, _P, _P, _P, _I64, _P, _INT]
+        self._conv_scatter.restype = None
         self._transpose = lib.spk_transpose
         self._transpose.argtypes = [_I64, _I64, _P, _P, _INT]
         self._transpose.restype = None
@@ -108,7 +111,7 @@ class NativeKernels:
         self._to_planes.argtypes = [_I64, _I64, _I64, _I64, _I64, _I64, _I64, _P, _P, _INT]
         self._to_planes.restype = None
         self._from_planes = lib.spk_from_planes
-        self._from_planes.argtypes = [_I64, _I64, _I64, _I64, _I64, _P, _P, _INT]
+        self._from_planes.argtypes = [_I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _P, _P, _INT]
         self._from_planes.restype = None
         self._linear_fwd = lib.spk_linear_fwd
         self._linear_fwd.argtypes = [_I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _P, _P, _P, _INT]
@@ -216,16 +219,18 @@ class NativeKernels:
         self._to_planes(n, c, h, w, pad[0], pad[1], np_, x.data_ptr(), planes.data_ptr(), torch.get_num_threads())
         return planes
 
-    def from_planes(self, planes: torch.Tensor, n: int) -> torch.Tensor:
-        """[C, H, W, Np] -> contiguous [N, C, H, W] (the first n batch lanes)."""
+    def from_planes(self, planes: torch.Tensor, n: int, crop: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+        """[C, Hs, Ws, Np] -> contiguous [N, C, H, W]: the first n batch lanes of the window
+        ``crop = (oh, ow, H, W)`` (default: all of it)."""
         self._check_dense(planes)
         if planes.dim() != 4:
             raise ValueError(f"from_planes needs [C, H, W, Np], got shape {tuple(planes.shape)}")
-        c, h, w, np_ = planes.shape
-        if n > np_:
-            raise ValueError(f"{n} images asked from planes of {np_} batch lanes")
+        c, hs, ws, np_ = planes.shape
+        oh, ow, h, w = crop if crop is not None else (0, 0, hs, ws)
+        if n > np_ or min(oh, ow) < 0 or oh + h > hs or ow + w > ws:
+            raise ValueError(f"{n} images, window {(oh, ow, h, w)} asked from planes {tuple(planes.shape)}")
         y = torch.empty(n, c, h, w, dtype=torch.float32)
-        self._from_planes(n, c, h, w, np_, planes.data_ptr(), y.data_ptr(), torch.get_num_threads())
+        self._from_planes(n, c, h, w, hs, ws, oh, ow, np_, planes.data_ptr(), y.data_ptr(), torch.get_num_threads())
         return y
 
     @staticmethod
@@ -234,24 +239,43 @@ class NativeKernels:
             raise ValueError(f"conv operands must be [C, H, W, Np] with Np % 16 == 0, got {tuple(t.shape)}")
 
     def conv_t(self, crow: torch.Tensor, off: torch.Tensor, values: torch.Tensor, inp: torch.Tensor,
-               out_hw: tuple[int, int], bias: torch.Tensor | None) -> torch.Tensor:
-        """``out [rows, Ho, Wo, Np]``: stride-1 sparse convolution of the padded ``inp [C, Hp, Wp, Np]``.
+               out_hw: tuple[int, int], bias: torch.Tensor | None, stride: int = 1) -> torch.Tensor:
+        """``out [rows, Ho, Wo, Np]``: sparse convolution with ``stride`` of the padded ``inp [C, Hp, Wp, Np]``.
 
-        Every offset must satisfy off + (Ho-1)*Wp + Wo-1 < C*Hp*Wp (the caller's geometry guarantees it).
+        Every offset must satisfy off + S(Ho-1)*Wp + S(Wo-1) < C*Hp*Wp (the caller's geometry guarantees it).
         """
         self._check(crow, off, values, inp, *(() if bias is None else (bias,)))
         self._check_planes(inp)
         (ho, wo), rows, np_ = out_hw, crow.numel() - 1, inp.shape[3]
-        if ho > inp.shape[1] or wo > inp.shape[2] or off.numel() != values.numel():
+        if stride < 1 or stride * (ho - 1) >= inp.shape[1] or stride * (wo - 1) >= inp.shape[2] \
+                or off.numel() != values.numel():
             raise ValueError("conv geometry does not match the operands")
         out = torch.empty(rows, ho, wo, np_, dtype=torch.float32)
-        self._conv(rows, ho, wo, inp.shape[2], crow.data_ptr(), off.data_ptr(), values.data_ptr(), inp.data_ptr(),
-                   np_, None if bias is None else bias.data_ptr(), out.data_ptr(), torch.get_num_threads())
+        self._conv(rows, ho, wo, inp.shape[2], stride, crow.data_ptr(), off.data_ptr(), values.data_ptr(),
+                   inp.data_ptr(), np_, None if bias is None else bias.data_ptr(), out.data_ptr(), torch.get_num_threads())
         return out
 
+    def conv_scatter_t(self, crow: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, values: torch.Tensor,
+                       gy: torch.Tensor, frame: tuple[int, int], stride: int) -> torch.Tensor:
+        """Input gradient of a strided convolution in the padded input frame ``[Ci, Hq, Wq, Np]``: for each
+        entry e of W^T's row ci, ``gx[ci, S ho + kh, S wo + kw] += values[e] gy[r, ho, wo]`` with
+        ``src[e] = r Ho Wo`` and ``dst[e] = kh Wq + kw`` (``gy [rows, Ho, Wo, Np]`` unpadded)."""
+        self._check(crow, src, values, gy)
+        self._check(crow, dst)
+        self._check_planes(gy)
+        (hq, wq), ci = frame, crow.numel() - 1
+        _, ho, wo, np_ = gy.shape
+        if not (src.numel() == dst.numel() == values.numel()) or stride < 1:
+            raise ValueError("conv scatter operands do not match")
+        gx = torch.empty(ci, hq, wq, np_, dtype=torch.float32)
+        self._conv_scatter(ci, ho, wo, stride, hq, wq, crow.data_ptr(), src.data_ptr(), dst.data_ptr(),
+                           values.data_ptr(), gy.data_ptr(), np_, gx.data_ptr(), torch.get_num_threads())
+        return gx
+
     def conv_sddmm_t(self, crow: torch.Tensor, off: torch.Tensor, gy: torch.Tensor, gy_origin: tuple[int, int],
-                     out_hw: tuple[int, int], inp: torch.Tensor) -> torch.Tensor:
-        """Weight gradient at the nonzeros: ``g[k] = sum_{ho,wo,n} gy[r, oh+ho, ow+wo, n] inp[off[k] + ho*Wp + wo, n]``.
+                     out_hw: tuple[int, int], inp: torch.Tensor, stride: int = 1) -> torch.Tensor:
+        """Weight gradient at the nonzeros:
+        ``g[k] = sum_{ho,wo,n} gy[r, oh+ho, ow+wo, n] inp[off[k] + S ho*Wp + S wo, n]``.
 
         ``gy [rows, gH, gW, Np]`` may be spatially padded; ``gy_origin = (oh, ow)`` locates its interior.
         """
@@ -264,7 +288,9 @@ class NativeKernels:
         np_ = inp.shape[3]
         g = torch.empty(off.numel(), dtype=torch.float32)
         origin = gy.data_ptr() + (oh * gy.shape[2] + ow) * np_ * gy.element_size()
-        self._conv_sddmm(rows, ho, wo, inp.shape[2], crow.data_ptr(), off.data_ptr(), origin, gy.shape[1],
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        self._conv_sddmm(rows, ho, wo, inp.shape[2], stride, crow.data_ptr(), off.data_ptr(), origin, gy.shape[1],
                          gy.shape[2], inp.data_ptr(), np_, g.data_ptr(), torch.get_num_threads())
         return g
 

@@ -34,13 +34,16 @@ At density 0.5 csr lost somewhere in every row (0.6-1.0x), hence the 0.3 cap. Wi
 the cap, the models never chose csr at a measured point where csr was slower, except torch/2 threads
 256x256 B=128 d=0.05 (0.99x, inside the noise: its neighbours at 0.10 and 0.02 won by 1.2x and 1.8x).
 
-Convolutions (:func:`choose_conv_path`): csr needs a geometry the direct kernel covers (stride 1, see
-``kernels.conv``) and the native kernels; then it is chosen for density <= CONV_MAX_DENSITY. Measured,
+Convolutions (:func:`choose_conv_path`): csr needs a geometry the direct kernel covers (equal strides,
+see ``kernels.conv``) and the native kernels; then it is chosen for density <= CONV_MAX_DENSITY (stride 1)
+or STRIDED_CONV_MAX_DENSITY (stride > 1). Measured,
 2 threads, one 3x3 ResNet-18 CIFAR layer (C->C, padding 1), forward + backward, versus dense conv, batch
 32, C=64/128/256/512 at 32/16/8/4 px, with the native layout moves (``python benchmarks/bench_kernels.py
 --conv --densities 0.3 0.2 0.1 0.05``): 3.2-4.1x at density 0.05, 2.1-3.8x at 0.10, 1.38-1.67x at 0.20,
-1.04-1.21x at 0.30 (hence the cap at 0.20: every layer at least 1.38x there). Before those moves (torch's
-permuted copies): batch 8: 1.6x at 0.10; batch 128 (C=512): 2.4x at 0.10.
+1.04-1.21x at 0.30 (hence the cap at 0.20: every layer at least 1.38x there in that run, 1.15x in a
+noisier one). The stride-2 3x3 convs opening stages 2-4 (64->128 at 32 px, 128->256, 256->512): 2.8-3.1x at
+0.05, 1.6-2.0x at 0.10, 1.10-1.16x at 0.20 (hence their lower cap, 0.15). Before the native layout moves
+(torch's permuted copies): batch 8: 1.6x at 0.10; batch 128 (C=512): 2.4x at 0.10.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from sparsecl.registry import Registry
 MARGIN = 1.25
 MAX_CSR_DENSITY = 0.3
 CONV_MAX_DENSITY = 0.2
+STRIDED_CONV_MAX_DENSITY = 0.15
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ def choose_path(
 def choose_conv_path(conv: nn.Conv2d, density: float, path: str = "auto", backend: str = "auto") -> str:
     """"csr" or "masked" for one nn.Conv2d.
 
-    A geometry the direct kernel does not cover (stride 2, groups, dilation) is "masked" whatever ``path``
+    A geometry the direct kernel does not cover (unequal strides, groups, dilation) is "masked" whatever ``path``
     says; so is everything when the native kernels are unavailable or ``backend="torch"``, because the
     conv fallback inside SparseConv2d is the masked dense computation itself.
     """
@@ -156,4 +160,5 @@ def choose_conv_path(conv: nn.Conv2d, density: float, path: str = "auto", backen
     native = backend != "torch" and native_kernels() is not None
     if path == "masked" or not conv_supported(conv) or not native:
         return "masked"
-    return "csr" if path == "csr" or density <= CONV_MAX_DENSITY else "masked"
+    cap = CONV_MAX_DENSITY if conv.stride[0] == 1 else STRIDED_CONV_MAX_DENSITY
+    return "csr" if path == "csr" or density <= cap else "masked"
