@@ -555,6 +555,29 @@ def test_strided_conv_matches_masked_dense(backend, cin, cout, kernel, padding, 
     assert layer.to_dense_module().stride == (stride, stride)
 
 
+@pytest.mark.skipif(not HAVE_NATIVE, reason="native kernels did not compile here")
+def test_conv_index_cache_follows_the_structure():
+    """Offsets derived from a structure are reused across steps, never across a mask change."""
+    from sparsecl.kernels.conv import _IndexCache
+
+    conv = _random_conv(4, 6, (3, 3), (1, 1), seed=3)
+    old = torch.rand(conv.weight.shape, generator=_gen(4)) < 0.3
+    new = torch.rand(conv.weight.shape, generator=_gen(5)) < 0.3
+    layer = SparseConv2d.from_dense(conv, old, backend="native")
+    x = torch.randn(3, 4, 7, 7, generator=_gen(6))
+    for mask in (old, old, new, old):  # the last one: a new structure equal to the first
+        layer.set_mask(mask)
+        with torch.no_grad():
+            layer.values.copy_(conv.weight.detach()[mask])
+        w_ref, b_ref = _reference(conv, mask)
+        torch.testing.assert_close(layer(x), F.conv2d(x, w_ref, b_ref, padding=1), rtol=1e-5, atol=1e-5)
+    cache, calls = _IndexCache(size=2), []
+    structures = [structure_from_mask(m.reshape(6, -1)) for m in (old, new, old)]
+    for st in (*structures, structures[2]):
+        cache.get(st, ("fwd",), lambda: calls.append(1))
+    assert len(calls) == 3 and len(cache._entries) == 2  # the repeat hits; the bound holds
+
+
 @pytest.mark.parametrize("backend", CONV_BACKENDS)
 def test_conv_sgd_steps_match_masked_dense_reference(backend):
     conv, ref = (_random_conv(4, 6, (3, 3), (1, 1), seed=5) for _ in range(2))

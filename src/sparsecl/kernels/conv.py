@@ -32,8 +32,9 @@ of ``kernels.paths`` (2.1-2.5x at density 0.10, 2.6-4.2x at 0.05).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +105,32 @@ def grad_input_structure(s: CsrStructure, kernel: tuple[int, int], hq: int, wq: 
     return crow, off.int()
 
 
+class _IndexCache:
+    """The integer index arrays derived from a structure for one input geometry (offsets, transposed
+    structures), kept for the most recent structures: they depend only on the mask and the shapes, so a
+    training step reuses them instead of re-deriving them (about 3 % of a ResNet-18 step). Holding the
+    structure keeps its identity unambiguous; the bound keeps superseded masks from accumulating."""
+
+    def __init__(self, size: int = 48) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple, tuple[CsrStructure, Any]] = OrderedDict()
+
+    def get(self, s: CsrStructure, key: tuple, make: Callable[[], Any]) -> Any:
+        k = (id(s), *key)
+        hit = self._entries.get(k)
+        if hit is not None and hit[0] is s:
+            self._entries.move_to_end(k)
+            return hit[1]
+        value = make()
+        self._entries[k] = (s, value)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return value
+
+
+_INDEX_CACHE = _IndexCache()
+
+
 class SparseConv2dFunction(torch.autograd.Function):
     """``apply(x, values, bias, structure, geometry) -> y`` with the native kernels (float32, CPU)."""
 
@@ -113,7 +140,8 @@ class SparseConv2dFunction(torch.autograd.Function):
         n, _, h, w = x.shape
         np_ = 16 * math.ceil(n / 16)
         xp = k.to_planes(x, geom.padding, np_)
-        off = forward_offsets(s, geom.kernel, xp.shape[1], xp.shape[2])
+        hp, wp = xp.shape[1], xp.shape[2]
+        off = _INDEX_CACHE.get(s, ("fwd", geom.kernel, hp, wp), lambda: forward_offsets(s, geom.kernel, hp, wp))
         b = None if bias is None else bias.detach().contiguous()
         y = k.conv_t(s.crow, off, values.detach().contiguous(), xp, geom.out_hw(h, w), b, geom.stride)
         ctx.save_for_backward(values, xp, off)
@@ -131,7 +159,9 @@ class SparseConv2dFunction(torch.autograd.Function):
         gyp = k.to_planes(gy, q, xp.shape[3])
         gx = gv = gb = None
         if ctx.needs_input_grad[0]:
-            crow_t, off_t = grad_input_structure(s, geom.kernel, gyp.shape[1], gyp.shape[2])
+            hq, wq = gyp.shape[1], gyp.shape[2]
+            crow_t, off_t = _INDEX_CACHE.get(s, ("gx", geom.kernel, hq, wq),
+                                             lambda: grad_input_structure(s, geom.kernel, hq, wq))
             values_t = values.detach().index_select(0, s.perm)
             gx = k.from_planes(k.conv_t(crow_t, off_t, values_t, gyp, (h, w), None), ctx.n)
         if ctx.needs_input_grad[1]:
@@ -150,7 +180,9 @@ class SparseConv2dFunction(torch.autograd.Function):
         out_hw = (gyp.shape[1], gyp.shape[2])
         gx = gv = gb = None
         if ctx.needs_input_grad[0]:
-            crow_t, src, dst = scatter_structure(s, geom.kernel, out_hw, xp.shape[2])
+            wq = xp.shape[2]
+            crow_t, src, dst = _INDEX_CACHE.get(s, ("scatter", geom.kernel, out_hw, wq),
+                                                lambda: scatter_structure(s, geom.kernel, out_hw, wq))
             gxp = k.conv_scatter_t(crow_t, src, dst, values.detach().index_select(0, s.perm), gyp,
                                    (xp.shape[1], xp.shape[2]), geom.stride)
             gx = k.from_planes(gxp, ctx.n, crop=(geom.padding[0], geom.padding[1], h, w))
