@@ -181,12 +181,14 @@ def test_bad_execution_mode_is_a_clear_error():
 
 
 @pytest.mark.skipif(native_kernels() is None, reason="native sparse convolution kernels unavailable")
-def test_conv_csr_step_equals_masked_conv():
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_csr_step_equals_masked_conv(stride):
     models = []
+    side = (6 + 2 - 3) // stride + 1
     for mode in ("masked", "csr"):
         torch.manual_seed(0)
-        model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.Flatten(),
-                              nn.Linear(8 * 6 * 6, 4))
+        model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, stride=stride),
+                              nn.Flatten(), nn.Linear(8 * side * side, 4))
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         engine = MaskEngine(model, opt, SparsityConfig(method="static", density=0.1, dense_last=True), 10,
                             torch.Generator().manual_seed(0))
