@@ -53,8 +53,15 @@ class CsrWeightModule(nn.Module, abc.ABC):
 
     @property
     def structure(self) -> CsrStructure:
-        """The index structure, read from the buffers (so it follows ``.to(device)``)."""
-        return CsrStructure(self.matrix_shape, self.crow_indices, self.col_indices, self.t_crow, self.t_col, self.perm)
+        """The index structure, read from the buffers (so it follows ``.to(device)``); the same object while
+        the buffers are, so that what kernels derive from it can be cached (``conv._IndexCache``, which also
+        notices in-place changes of the buffers through their version counters)."""
+        bufs = (self.crow_indices, self.col_indices, self.t_crow, self.t_col, self.perm)
+        cached = self.__dict__.get("_structure")
+        if cached is None or any(a is not b for a, b in zip(cached[0], bufs)):
+            cached = (bufs, CsrStructure(self.matrix_shape, *bufs))
+            self.__dict__["_structure"] = cached
+        return cached[1]
 
     @property
     def nnz(self) -> int:

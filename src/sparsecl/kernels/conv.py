@@ -108,7 +108,8 @@ def grad_input_structure(s: CsrStructure, kernel: tuple[int, int], hq: int, wq: 
 class _IndexCache:
     """The integer index arrays derived from a structure for one input geometry (offsets, transposed
     structures), kept for the most recent structures: they depend only on the mask and the shapes, so a
-    training step reuses them instead of re-deriving them (about 3 % of a ResNet-18 step). Holding the
+    training step reuses them instead of re-deriving them. Keyed by the structure's identity and the version
+    counters of its index tensors (an in-place change, e.g. ``load_state_dict``, misses); holding the
     structure keeps its identity unambiguous; the bound keeps superseded masks from accumulating."""
 
     def __init__(self, size: int = 48) -> None:
@@ -116,7 +117,7 @@ class _IndexCache:
         self._entries: OrderedDict[tuple, tuple[CsrStructure, Any]] = OrderedDict()
 
     def get(self, s: CsrStructure, key: tuple, make: Callable[[], Any]) -> Any:
-        k = (id(s), *key)
+        k = (id(s), *(t._version for t in (s.crow, s.col, s.t_crow, s.t_col, s.perm)), *key)
         hit = self._entries.get(k)
         if hit is not None and hit[0] is s:
             self._entries.move_to_end(k)
