@@ -53,12 +53,13 @@ class DynamicDataRemoval(Component):
         self.learned.zero_()
 
     def after_step(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
-        idx = batch.idx
+        idx = batch.idx  # unique within a batch (an epoch is a permutation)
         correct = out.logits.detach().argmax(1) == batch.y
-        prev = self.prev[idx]
-        self.forgets[idx] += ((prev == 1) & ~correct).int()
-        self.learned[idx] |= correct
-        self.prev[idx] = correct.to(torch.int8)
+        now = correct.to(torch.int8)
+        # a forgetting event: right before (1), wrong now (0); unseen (-1) and wrong (0) never exceed ``now``
+        self.forgets.index_add_(0, idx, (self.prev.index_select(0, idx) > now).int())
+        self.learned.index_copy_(0, idx, self.learned.index_select(0, idx) | correct)
+        self.prev.index_copy_(0, idx, now)
 
     def due(self, progress: float) -> int:
         """How many removal steps are due by task progress ``progress`` (in [0, 1])."""
