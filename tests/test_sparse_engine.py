@@ -442,3 +442,17 @@ def test_mask_grads_before_step_is_what_step_does_once(method):
     (m0, w0), (m1, w1) = runs
     assert all(torch.equal(a, b) for a, b in zip(m0, m1))
     assert all(torch.equal(a, b) for a, b in zip(w0, w1))
+
+
+def test_premasked_gradients_skip_the_engine_mask_for_the_coming_step_only():
+    model, _, engine = build("static")
+    layer = engine.layers[0]
+    for g in engine.optimizer.param_groups:
+        g["lr"], g["momentum"], g["weight_decay"] = 0.0, 0.0, 0.0  # only the gradients matter here
+    layer.param.grad = torch.ones_like(layer.param)
+    engine.premasked([layer.param])  # the caller's promise: already masked within the weight mask
+    engine.step()
+    assert layer.param.grad.eq(1).all()  # not multiplied again
+    layer.param.grad = torch.ones_like(layer.param)
+    engine.step()
+    assert torch.equal(layer.param.grad, layer.fmask)  # the next step masks as usual

@@ -54,6 +54,7 @@ class DynamicGradientMasking(Component):
         self.refreshes = 0
         self.since = 0  # iterations since the last refresh
         self._active: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (weight mask, its flat nonzeros)
+        self._combined: dict[str, tuple[tuple[int, int], torch.Tensor, bool]] = {}  # name -> (key, mask, sparse)
 
     def refresh_due(self) -> bool:
         return not self.masks or self.since >= self.interval
@@ -66,9 +67,27 @@ class DynamicGradientMasking(Component):
         if self.refresh_due():
             self._refresh()
         self.since += 1
+        done = []
         for name, p in self.params.items():
             if p.grad is not None:
-                p.grad.mul_(self.masks[name])
+                mask, within_weights = self._applied(name)
+                p.grad.mul_(mask)
+                if within_weights:
+                    done.append(p)
+        if done:
+            self.engine.premasked(done)  # the engine's own gradient mask would change nothing
+
+    def _applied(self, name: str) -> tuple[torch.Tensor, bool]:
+        """What multiplies the gradient: the gradient mask, times the weight mask for a sparse layer (one
+        multiply instead of two, exactly the same product of 0/1 factors). Cached until either changes."""
+        weights = self.engine.masks if self.engine is not None else {}
+        key = (self.refreshes, getattr(self.engine, "mask_version", 0))
+        hit = self._combined.get(name)
+        if hit is None or hit[0] != key:
+            mask = self.masks[name] * weights[name] if name in weights else self.masks[name]
+            hit = (key, mask, name in weights)
+            self._combined[name] = hit
+        return hit[1], hit[2]
 
     def _refresh(self) -> None:
         weights = self.engine.masks if self.engine is not None else {}
@@ -126,3 +145,4 @@ class DynamicGradientMasking(Component):
         self.masks = {k: v.to(self.params[k].device) for k, v in sd["masks"].items()}
         self.since, self.refreshes = sd["since"], sd["refreshes"]
         self._key = None
+        self._combined = {}

@@ -106,6 +106,7 @@ class MaskEngine:
         self.last_step = StepInfo()
         self._begun = False
         self._grads_masked_for = 0  # the step whose gradients mask_grads() has prepared (0: none)
+        self._premasked: tuple[int, set[int]] = (0, set())  # (step, ids of weights whose gradients are masked)
         self._refresh()
 
     def _layer(self, spec: LayerSpec, param: nn.Parameter) -> SparseLayer:
@@ -159,10 +160,18 @@ class MaskEngine:
             raise RuntimeError("call engine.begin(loss_closure) before the first engine.step()")
         if self.method.needs_dense_grad(t):
             self.method.observe_grads(t)
-        grads = [(layer.param.grad, layer.fmask) for layer in self._masked if layer.param.grad is not None]
+        skip = self._premasked[1] if self._premasked[0] == t else ()
+        grads = [(layer.param.grad, layer.fmask) for layer in self._masked
+                 if layer.param.grad is not None and id(layer.param) not in skip]
         if grads:
             torch._foreach_mul_([g for g, _ in grads], [m for _, m in grads])
         self._grads_masked_for = t
+
+    def premasked(self, params: list[torch.Tensor]) -> None:
+        """Tell the coming step that these weights' gradients were already multiplied by a mask CONTAINED
+        in their weight mask (SparCL's DGM applies its gradient mask and the weight mask in one multiply),
+        so step 2 skips them. Valid for the coming step only."""
+        self._premasked = (self.step_count + 1, {id(p) for p in params})
 
     def needs_dense_grad(self) -> bool:
         """Whether the NEXT step reads the dense weight gradient (a sparse backward could skip it otherwise)."""
