@@ -465,13 +465,17 @@ def _random_conv(cin: int, cout: int, kernel, padding, seed: int, stride: int = 
     return conv
 
 
-def test_tiny_conv_exact():
-    conv = nn.Conv2d(1, 1, 2, padding=1)
+def _tiny_conv(**geometry) -> SparseConv2d:
+    """1 -> 1 channel, 2x2 kernel [[1, 5], [7, 2]] of which w[0,0] = 1 and w[1,1] = 2 are kept, bias 0.5."""
+    conv = nn.Conv2d(1, 1, 2, **geometry)
     with torch.no_grad():
         conv.weight.copy_(torch.tensor([[[[1.0, 5.0], [7.0, 2.0]]]]))
         conv.bias.fill_(0.5)
-    mask = torch.tensor([[[[1, 0], [0, 1]]]], dtype=torch.bool)  # keeps w[0,0] = 1 and w[1,1] = 2
-    layer = SparseConv2d.from_dense(conv, mask)
+    return SparseConv2d.from_dense(conv, torch.tensor([[[[1, 0], [0, 1]]]], dtype=torch.bool))
+
+
+def test_tiny_conv_exact():
+    layer = _tiny_conv(padding=1)
     x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]], requires_grad=True)
     y = layer(x)
     # y[i, j] = 0.5 + 1 * xpad[i, j] + 2 * xpad[i+1, j+1], xpad = x padded by one zero on each side
@@ -483,18 +487,29 @@ def test_tiny_conv_exact():
     assert layer.bias.grad.tolist() == [9.0]
 
 
+STRIDED_CASES = [  # cin, cout, kernel, padding, batch, h, w, density, stride
+    (3, 5, (3, 3), (1, 1), 5, 9, 7, 0.4, 2),  # odd sizes: the last input row/column is never read
+    (8, 16, (3, 3), (1, 1), 33, 16, 16, 0.2, 2),  # 3 batch blocks of 16 lanes, the last partial
+    (4, 6, (3, 3), (0, 0), 3, 8, 8, 0.5, 2),
+    (4, 4, (3, 3), (2, 2), 4, 10, 11, 0.4, 3),
+    (4, 4, (1, 1), (0, 0), 2, 6, 6, 0.6, 2),  # a 1x1 shortcut
+]
+
+
 @pytest.mark.parametrize("backend", CONV_BACKENDS)
-@pytest.mark.parametrize("cin,cout,kernel,padding,batch,h,w,density", CONV_CASES)
-def test_conv_matches_masked_dense(backend, cin, cout, kernel, padding, batch, h, w, density):
-    conv = _random_conv(cin, cout, kernel, padding, seed=cin)
+@pytest.mark.parametrize("cin,cout,kernel,padding,batch,h,w,density,stride",
+                         [(*case, 1) for case in CONV_CASES] + STRIDED_CASES)
+def test_conv_matches_masked_dense(backend, cin, cout, kernel, padding, batch, h, w, density, stride):
+    conv = _random_conv(cin, cout, kernel, padding, seed=cin, stride=stride)
     mask = torch.rand(conv.weight.shape, generator=_gen(cout)) < density
     mask[cout // 2] = False  # an output channel with no nonzeros
     layer = SparseConv2d.from_dense(conv, mask, backend=backend)
     assert layer.uses_native() == (backend == "native")
+    assert layer.to_dense_module().stride == (stride, stride)
     w_ref, b_ref = _reference(conv, mask)
     x = torch.randn(batch, cin, h, w, generator=_gen(1)).requires_grad_()
     x_ref = x.detach().clone().requires_grad_()
-    y, y_ref = layer(x), F.conv2d(x_ref, w_ref, b_ref, padding=padding)
+    y, y_ref = layer(x), F.conv2d(x_ref, w_ref, b_ref, stride=stride, padding=padding)
     gy = torch.randn(y_ref.shape, generator=_gen(2))
     y.backward(gy)
     y_ref.backward(gy)
@@ -507,12 +522,7 @@ def test_conv_matches_masked_dense(backend, cin, cout, kernel, padding, batch, h
 
 
 def test_tiny_strided_conv_exact():
-    conv = nn.Conv2d(1, 1, 2, stride=2)
-    with torch.no_grad():
-        conv.weight.copy_(torch.tensor([[[[1.0, 5.0], [7.0, 2.0]]]]))
-        conv.bias.fill_(0.5)
-    mask = torch.tensor([[[[1, 0], [0, 1]]]], dtype=torch.bool)  # keeps w[0,0] = 1 and w[1,1] = 2
-    layer = SparseConv2d.from_dense(conv, mask)
+    layer = _tiny_conv(stride=2)
     x = torch.arange(1.0, 17.0).view(1, 1, 4, 4).requires_grad_()
     y = layer(x)
     # y[i, j] = 0.5 + 1 * x[2i, 2j] + 2 * x[2i+1, 2j+1]: windows {1, 6}, {3, 8}, {9, 14}, {11, 16}
@@ -522,67 +532,6 @@ def test_tiny_strided_conv_exact():
     assert x.grad[0, 0].tolist() == [[1, 0, 1, 0], [0, 2, 0, 2], [1, 0, 1, 0], [0, 2, 0, 2]]
     assert layer.values.grad.tolist() == [1 + 3 + 9 + 11, 6 + 8 + 14 + 16]
     assert layer.bias.grad.tolist() == [4.0]
-
-
-STRIDED_CASES = [  # cin, cout, kernel, padding, stride, batch, h, w, density
-    (3, 5, (3, 3), (1, 1), 2, 5, 9, 7, 0.4),  # odd sizes: the last input row/column is never read
-    (8, 16, (3, 3), (1, 1), 2, 33, 16, 16, 0.2),  # 3 batch blocks of 16 lanes, the last partial
-    (4, 6, (3, 3), (0, 0), 2, 3, 8, 8, 0.5),
-    (4, 4, (3, 3), (2, 2), 3, 4, 10, 11, 0.4),
-    (4, 4, (1, 1), (0, 0), 2, 2, 6, 6, 0.6),  # a 1x1 shortcut
-]
-
-
-@pytest.mark.parametrize("backend", CONV_BACKENDS)
-@pytest.mark.parametrize("cin,cout,kernel,padding,stride,batch,h,w,density", STRIDED_CASES)
-def test_strided_conv_matches_masked_dense(backend, cin, cout, kernel, padding, stride, batch, h, w, density):
-    conv = _random_conv(cin, cout, kernel, padding, seed=cin, stride=stride)
-    mask = torch.rand(conv.weight.shape, generator=_gen(cout)) < density
-    mask[0] = False  # an output channel with no nonzeros
-    layer = SparseConv2d.from_dense(conv, mask, backend=backend)
-    w_ref, b_ref = _reference(conv, mask)
-    x = torch.randn(batch, cin, h, w, generator=_gen(1)).requires_grad_()
-    x_ref = x.detach().clone().requires_grad_()
-    y, y_ref = layer(x), F.conv2d(x_ref, w_ref, b_ref, stride=stride, padding=padding)
-    gy = torch.randn(y_ref.shape, generator=_gen(2))
-    y.backward(gy)
-    y_ref.backward(gy)
-    tol = dict(rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(y, y_ref, **tol)
-    torch.testing.assert_close(x.grad, x_ref.grad, **tol)
-    torch.testing.assert_close(layer.values.grad, w_ref.grad[mask], **tol)
-    torch.testing.assert_close(layer.bias.grad, b_ref.grad, **tol)
-    assert layer.to_dense_module().stride == (stride, stride)
-
-
-@pytest.mark.skipif(not HAVE_NATIVE, reason="native kernels did not compile here")
-def test_conv_index_cache_follows_the_structure():
-    """Offsets derived from a structure are reused across steps, never across a mask change."""
-    from sparsecl.kernels.conv import _IndexCache
-
-    conv = _random_conv(4, 6, (3, 3), (1, 1), seed=3)
-    old = torch.rand(conv.weight.shape, generator=_gen(4)) < 0.3
-    new = torch.rand(conv.weight.shape, generator=_gen(5)) < 0.3
-    layer = SparseConv2d.from_dense(conv, old, backend="native")
-    x = torch.randn(3, 4, 7, 7, generator=_gen(6))
-    for mask in (old, old, new, old):  # the last one: a new structure equal to the first
-        layer.set_mask(mask)
-        with torch.no_grad():
-            layer.values.copy_(conv.weight.detach()[mask])
-        w_ref, b_ref = _reference(conv, mask)
-        torch.testing.assert_close(layer(x), F.conv2d(x, w_ref, b_ref, padding=1), rtol=1e-5, atol=1e-5)
-    # same nnz, different positions: load_state_dict may copy into the same buffers (a version bump)
-    other_mask = torch.zeros_like(old).reshape(-1)
-    other_mask[torch.randperm(old.numel(), generator=_gen(7))[: int(old.sum())]] = True
-    other = SparseConv2d.from_dense(conv, other_mask.view_as(old), backend="native")
-    other(x)
-    other.load_state_dict(layer.state_dict())
-    torch.testing.assert_close(other(x), layer(x), rtol=0, atol=0)
-    cache, calls = _IndexCache(size=2), []
-    structures = [structure_from_mask(m.reshape(6, -1)) for m in (old, new, old)]
-    for st in (*structures, structures[2]):
-        cache.get(st, ("fwd",), lambda: calls.append(1))
-    assert len(calls) == 3 and len(cache._entries) == 2  # the repeat hits; the bound holds
 
 
 @pytest.mark.parametrize("backend", CONV_BACKENDS)
