@@ -186,25 +186,6 @@ static inline void transpose8x8(const float* a, int64_t lda, float* b, int64_t l
   }
 }
 
-/* b [C, R] = a [R, C]^T (both row-major), in 32 x 32 tiles of 8 x 8 register blocks */
-void spk_transpose(int64_t R, int64_t C, const float* a, float* b, int nthreads) {
-  const int64_t T = 32;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads) if (nthreads > 1 && R * C > 262144)
-  for (int64_t i0 = 0; i0 < R; i0 += T)
-    for (int64_t j0 = 0; j0 < C; j0 += T) {
-      const int64_t i1 = i0 + T < R ? i0 + T : R, j1 = j0 + T < C ? j0 + T : C;
-      int64_t i = i0;
-      for (; i + 8 <= i1; i += 8) {
-        int64_t j = j0;
-        for (; j + 8 <= j1; j += 8) transpose8x8(a + i * C + j, C, b + j * R + i, R);
-        for (; j < j1; ++j)
-          for (int64_t q = i; q < i + 8; ++q) b[j * R + q] = a[q * C + j];
-      }
-      for (; i < i1; ++i)
-        for (int64_t j = j0; j < j1; ++j) b[j * R + i] = a[i * C + j];
-    }
-}
-
 /* b[j * ldb + i] = a[i * lda + j] for an R x C block with row strides lda, ldb (8 x 8 register blocks) */
 static void transpose_strided(int64_t R, int64_t C, const float* a, int64_t lda, float* b, int64_t ldb) {
   int64_t i = 0;
@@ -216,6 +197,15 @@ static void transpose_strided(int64_t R, int64_t C, const float* a, int64_t lda,
   }
   for (; i < R; ++i)
     for (int64_t j = 0; j < C; ++j) b[j * ldb + i] = a[i * lda + j];
+}
+
+/* b [C, R] = a [R, C]^T (both row-major), in 32 x 32 tiles (cache blocking) of 8 x 8 register blocks */
+void spk_transpose(int64_t R, int64_t C, const float* a, float* b, int nthreads) {
+  const int64_t T = 32;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads) if (nthreads > 1 && R * C > 262144)
+  for (int64_t i0 = 0; i0 < R; i0 += T)
+    for (int64_t j0 = 0; j0 < C; j0 += T)
+      transpose_strided(i0 + T < R ? T : R - i0, j0 + T < C ? T : C - j0, a + i0 * C + j0, C, b + j0 * R + i0, R);
 }
 
 /* planes [C, H + 2 ph, W + 2 pw, Np] = x [N, C, H, W] moved batch-innermost, with a zero border of ph rows

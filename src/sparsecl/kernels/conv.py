@@ -81,26 +81,26 @@ def forward_offsets(s: CsrStructure, kernel: tuple[int, int], hp: int, wp: int) 
     return (ci * hp * wp + kh * wp + kw).int()
 
 
-def scatter_structure(s: CsrStructure, kernel: tuple[int, int], out_hw: tuple[int, int], wq: int):
-    """(crow, src, dst) of the strided input-gradient scatter: W^T's rows per input channel (as in
-    :func:`grad_input_structure`), the gy plane of each entry (r Ho Wo) and its (kh, kw) place in the
-    padded input frame (kh Wq + kw)."""
-    kk = kernel[0] * kernel[1]
-    crow = s.t_crow[::kk].contiguous()
+def _channel_rows(s: CsrStructure, kernel: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """W^T grouped by input channel: (crow, kh, kw). W^T's CSR rows are the columns (ci, kh, kw) of W,
+    sorted by ci first, so the rows of input channel ci are t_crow[ci*KK] .. t_crow[(ci+1)*KK]; entry e of
+    W^T is nonzero perm[e] of W (output channel t_col[e]), at kernel position (kh[e], kw[e])."""
     _, kh, kw = _split_cols(s.col.index_select(0, s.perm), kernel)
+    return s.t_crow[:: kernel[0] * kernel[1]].contiguous(), kh, kw
+
+
+def scatter_structure(s: CsrStructure, kernel: tuple[int, int], out_hw: tuple[int, int], wq: int):
+    """(crow, src, dst) of the strided input-gradient scatter: W^T's rows per input channel, the gy plane
+    of each entry (r Ho Wo) and its (kh, kw) place in the padded input frame (kh Wq + kw)."""
+    crow, kh, kw = _channel_rows(s, kernel)
     src = s.t_col.long() * (out_hw[0] * out_hw[1])
     return crow, src.int(), (kh * wq + kw).int()
 
 
 def grad_input_structure(s: CsrStructure, kernel: tuple[int, int], hq: int, wq: int):
-    """(crow, off, perm) of the transposed, flipped convolution that maps grad y to grad x.
-
-    W^T's CSR rows are the columns (ci, kh, kw) of W, sorted by ci first, so the rows of input channel ci
-    are t_crow[ci*KK] .. t_crow[(ci+1)*KK]; entry e of W^T is nonzero perm[e] of W, output channel t_col[e].
-    """
-    kk = kernel[0] * kernel[1]
-    crow = s.t_crow[::kk].contiguous()
-    _, kh, kw = _split_cols(s.col.index_select(0, s.perm), kernel)
+    """(crow, off) of the transposed, flipped convolution that maps grad y to grad x: rows per input
+    channel (:func:`_channel_rows`), entry e reading gy plane t_col[e] at the flipped (K-1-kh, K-1-kw)."""
+    crow, kh, kw = _channel_rows(s, kernel)
     off = s.t_col.long() * hq * wq + (kernel[0] - 1 - kh) * wq + (kernel[1] - 1 - kw)
     return crow, off.int()
 
@@ -154,11 +154,12 @@ class SparseConv2dFunction(torch.autograd.Function):
         k = native_kernels()
         values, xp, off = ctx.saved_tensors
         s, geom, (h, w) = ctx.s, ctx.geom, ctx.x_hw
+        gb = gy.sum((0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[2] else None
         if geom.stride != 1:
-            return SparseConv2dFunction._strided_backward(ctx, k, gy, values, xp, off)
+            return (*SparseConv2dFunction._strided_backward(ctx, k, gy, values, xp, off), gb, None, None)
         q = (geom.kernel[0] - 1 - geom.padding[0], geom.kernel[1] - 1 - geom.padding[1])
         gyp = k.to_planes(gy, q, xp.shape[3])
-        gx = gv = gb = None
+        gx = gv = None
         if ctx.needs_input_grad[0]:
             hq, wq = gyp.shape[1], gyp.shape[2]
             crow_t, off_t = _INDEX_CACHE.get(s, ("gx", geom.kernel, hq, wq),
@@ -167,19 +168,17 @@ class SparseConv2dFunction(torch.autograd.Function):
             gx = k.from_planes(k.conv_t(crow_t, off_t, values_t, gyp, (h, w), None), ctx.n)
         if ctx.needs_input_grad[1]:
             gv = k.conv_sddmm_t(s.crow, off, gyp, q, geom.out_hw(h, w), xp)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = gy.sum((0, 2, 3))
         return gx, gv, gb, None, None
 
     @staticmethod
     def _strided_backward(ctx: Any, k: Any, gy: torch.Tensor, values: torch.Tensor, xp: torch.Tensor,
-                          off: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        """Stride S > 1: grad x by scatter into the padded input frame (no zero-dilated gy, no wasted
-        products), grad W by the strided SDDMM; both on the unpadded gy planes."""
+                          off: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(grad x, grad W) for stride S > 1: grad x by scatter into the padded input frame (no
+        zero-dilated gy, no wasted products), grad W by the strided SDDMM; both on the unpadded gy planes."""
         s, geom, (h, w) = ctx.s, ctx.geom, ctx.x_hw
         gyp = k.to_planes(gy, (0, 0), xp.shape[3])
         out_hw = (gyp.shape[1], gyp.shape[2])
-        gx = gv = gb = None
+        gx = gv = None
         if ctx.needs_input_grad[0]:
             wq = xp.shape[2]
             crow_t, src, dst = _INDEX_CACHE.get(s, ("scatter", geom.kernel, out_hw, wq),
@@ -189,9 +188,7 @@ class SparseConv2dFunction(torch.autograd.Function):
             gx = k.from_planes(gxp, ctx.n, crop=(geom.padding[0], geom.padding[1], h, w))
         if ctx.needs_input_grad[1]:
             gv = k.conv_sddmm_t(s.crow, off, gyp, (0, 0), out_hw, xp, geom.stride)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = gy.sum((0, 2, 3))
-        return gx, gv, gb, None, None
+        return gx, gv
 
 
 class SparseConv2d(CsrWeightModule):

@@ -207,7 +207,7 @@ class NativeKernels:
 
     # ------------------------------------------------------------------ direct sparse convolution
     def to_planes(self, x: torch.Tensor, pad: tuple[int, int], np_: int) -> torch.Tensor:
-        """[N, C, H, W] -> zero-padded batch-innermost [C, H + 2 ph, W + 2 pw, Np] (``conv.to_planes``)."""
+        """[N, C, H, W] -> batch-innermost [C, H + 2 ph, W + 2 pw, Np]: zero border, zero lanes N..Np-1."""
         x = x.detach().contiguous()
         self._check_dense(x)
         if x.dim() != 4:

@@ -125,12 +125,7 @@ class DynamicGradientMasking(Component):
         (recomputed only when the gradient masks or the weight masks changed)."""
         key = (self.refreshes, getattr(self.engine, "mask_version", 0))
         if key != self._key:
-            weights = self.engine.masks if self.engine is not None else {}
-            self._densities = {}
-            for name, m in self.masks.items():
-                w = weights.get(name)
-                kept = m.bool() if w is None else (m.bool() & w)
-                self._densities[name] = float(kept.sum()) / m.numel()
+            self._densities = {name: float(self._applied(name)[0].sum()) / m.numel() for name, m in self.masks.items()}
             self._key = key
         return self._densities
 
