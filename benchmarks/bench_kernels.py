@@ -13,10 +13,12 @@ times one full training step (forward + backward + SGD-momentum step) of
 and reports ms/step, speed-up versus dense, and weight + optimizer-state bytes (CSR index bytes apart).
 Prints a markdown table and writes ``benchmarks/out/kernels.json``.
 
-``--conv`` times forward + backward of the ResNet-18 CIFAR 3x3 layers (one stride-1 layer per stage and the three
-stride-2 ones) at batch 32,
-dense nn.Conv2d versus SparseConv2d (direct sparse convolution), at densities 0.10 and 0.05, and writes
-``benchmarks/out/kernels_conv.json``.
+``--conv`` times forward + backward of the ResNet-18 CIFAR 3x3 layers (one stride-1 layer per stage and the
+three stride-2 ones) at batch 32, dense nn.Conv2d versus SparseConv2d (direct sparse convolution), at
+densities 0.10 and 0.05, and writes ``benchmarks/out/kernels_conv.json``.
+
+``--layout`` times the layout moves around the products, native against torch (batch transpose, conv
+planes in and out, the training batch gather); writes ``benchmarks/out/kernels_layout.json``.
 
 ``--resnet-step`` times a whole training step of CIFAR ResNet-18 (nf = 64, batch 32; forward + backward +
 SGD-momentum step through the mask engine) with SparCL's sparse layers at density 0.10 and 0.05: dense,
@@ -338,6 +340,45 @@ def bench_fused_step(batch: int, densities: list[float], min_run_time: float, ro
     return rows
 
 
+def bench_layout(min_run_time: float, rounds: int, seed: int) -> list[dict]:
+    """The layout moves around the sparse products, native against what torch does otherwise: the
+    batch transpose of the SparCL MLP's activations, the padded batch-innermost planes of a ResNet-18
+    conv input and back, and the training batch gather (``index_select`` against advanced indexing)."""
+    from sparsecl.kernels.native import native_kernels
+
+    k = native_kernels()
+    if k is None:
+        raise SystemExit("native kernels unavailable: nothing to compare")
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+
+    def row(op: str, shape: str, torch_fn: Step, native_fn: Step) -> None:
+        ms = best_of_medians({"torch": torch_fn, "native": native_fn}, rounds, min_run_time)
+        rows.append({"op": op, "shape": shape, "torch_us": 1e3 * ms["torch"], "native_us": 1e3 * ms["native"],
+                     "speedup": ms["torch"] / ms["native"]})
+        print(f"| {op} | {shape} | {1e3 * ms['torch']:.1f} | {1e3 * ms['native']:.1f} | "
+              f"{ms['torch'] / ms['native']:.2f}x |", flush=True)
+
+    for b, f in ((96, 784), (96, 256), (256, 96)):
+        a = torch.randn(b, f, generator=gen)
+        row("transpose", f"{b}x{f}", lambda a=a: a.t().contiguous(), lambda a=a: k.transpose(a))
+    for c, side in ((64, 32), (128, 16), (512, 4)):
+        x = torch.randn(32, c, side, side, generator=gen)
+        out = k.to_planes(x, (0, 0), 32)  # a conv output: [C, H, W, Np], read back whole
+
+        def torch_planes(x: torch.Tensor = x) -> torch.Tensor:
+            out = x.new_zeros(x.shape[1], x.shape[2] + 2, x.shape[3] + 2, 32)
+            out[:, 1:-1, 1:-1, : x.shape[0]] = x.permute(1, 2, 3, 0)
+            return out
+        row("to_planes", f"32x{c}x{side}x{side} pad 1", torch_planes, lambda x=x: k.to_planes(x, (1, 1), 32))
+        row("from_planes", f"{c}x{side}x{side}x32 -> 32x{c}x{side}x{side}",
+            lambda o=out: o.permute(3, 0, 1, 2).contiguous(), lambda o=out: k.from_planes(o, 32))
+    data = torch.randint(0, 256, (60000, 1, 28, 28), dtype=torch.uint8, generator=gen)
+    idx = torch.randperm(60000, generator=gen)[:32]
+    row("batch gather (uint8 images)", "32 of 60000 x 1x28x28", lambda: data[idx], lambda: data.index_select(0, idx))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -353,6 +394,8 @@ def main() -> None:
                     help="ResNet-18 whole training step, batch 32: dense vs masked vs CSR execution")
     ap.add_argument("--fused-step", action="store_true",
                     help="SparCL MLP training step, forward batch 96: fused vs composed CSR Linear vs dense")
+    ap.add_argument("--layout", action="store_true",
+                    help="layout moves (transpose, conv planes, batch gather): native vs torch")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     meta = {"torch": torch.__version__, "machine": platform.machine(), "mkl": torch.backends.mkl.is_available(),
@@ -373,6 +416,11 @@ def main() -> None:
         print("| channels | input map | stride | density | dense ms | csr ms | speed-up |\n|---|---|---|---|---|---|---|")
         rows = bench_conv(32, args.densities or [0.10, 0.05], args.min_run_time, args.rounds, args.seed)
         out = args.out or OUT / "kernels_conv.json"
+    elif args.layout:
+        torch.set_num_threads(args.threads)
+        print("| op | shape | torch us | native us | speed-up |\n|---|---|---|---|---|")
+        rows = bench_layout(args.min_run_time, args.rounds, args.seed)
+        out = args.out or OUT / "kernels_layout.json"
     elif args.calibrate:
         rows = calibrate(args.min_run_time, args.rounds, args.seed)
         out = args.out or OUT / "kernels_calibration.json"

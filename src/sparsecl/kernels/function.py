@@ -14,9 +14,9 @@ so no dense [out, in] gradient (or optimizer state) is ever materialised. The pr
 from a backend of ``kernels.backends`` ("native" C kernels or "torch" sparse ops).
 
 Layout note: the products run batch-innermost ([out, B], [in, B]); y and grad x are returned contiguous
-[B, *], the layout every consumer expects (``.view`` works; a dense Linear on a transposed input was 4x
-slower here). The native backend moves between the layouts with its blocked transpose kernel, 4-6x
-faster than ``x.t().contiguous()`` (``kernels.native``).
+[B, *], the layout every consumer expects (``.view`` works; a dense Linear on a transposed input takes a
+slower path). The native backend moves between the layouts with its blocked transpose kernel (faster
+than ``x.t().contiguous()``: ``benchmarks/bench_kernels.py --layout``).
 
 Alternatives measured on this CPU (AMD EPYC, AVX-512, torch 2.13 CPU wheel with MKL, 1000x1000, density
 0.10, 2 threads): torch.addmm(CSR, dense) 0.28 ms at B=32 / 1.3 ms at B=128 (dense 0.8 / 2.65 ms); COO
