@@ -8,6 +8,22 @@ import json
 from pathlib import Path
 
 import torch
+from torch import nn
+
+from sparsecl.kernels.gpu import GPU_PATH_CHOICES
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class CastInputs(nn.Module):
+    """Feeds ``inner`` (converted to ``dtype``) inputs of that dtype and returns float32 logits."""
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.inner, self.dtype = inner.to(dtype), dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.to(self.dtype)).float()
 
 
 def add_export_commands(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +41,12 @@ def add_export_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quantize", choices=("none", "dynamic-int8", "weight-int8"), default="none",
                    help="evaluate an int8-quantised copy of the model (CPU)")
     p.add_argument("--data-dir", help="where the dataset files are (default: the run's lookup)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+                   help="evaluate in this precision (2:4 kernels need float16 / bfloat16 on most GPUs)")
+    p.add_argument("--kernels", choices=("none", *GPU_PATH_CHOICES), default="none",
+                   help="run the Linear layers on torch's sparse kernels (sparsecl.kernels.gpu): auto picks "
+                        "2:4 semi-structured, CSR or dense per layer; csr also runs on CPU")
     p.set_defaults(func=cmd_eval)
 
 
@@ -49,12 +71,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from sparsecl.train.build import build_data
     from sparsecl.train.distill import build_trained, read_trained
 
+    from sparsecl.kernels.gpu import sparsify_for_gpu
+
+    if args.quantize != "none" and (args.device != "cpu" or args.kernels != "none" or args.dtype != "float32"):
+        raise SystemExit("sparsecl eval: --quantize runs on CPU in float32, without --kernels")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("sparsecl eval: --device cuda but no CUDA GPU is available")
+    device = torch.device(args.device)
     cfg, state = read_trained(args.path, [f"data_dir={args.data_dir}"] if args.data_dir else [])
-    stream, transform = build_data(cfg, torch.device("cpu"))
-    model = build_trained(cfg, state, stream.dataset, torch.device("cpu"))
+    stream, transform = build_data(cfg, device)
+    model: nn.Module = build_trained(cfg, state, stream.dataset, device)
     if args.quantize != "none":
         model = quantize_model(model, args.quantize)
+    if args.dtype != "float32":
+        model = CastInputs(model, DTYPES[args.dtype])
+    kernels = {} if args.kernels == "none" else sparsify_for_gpu(model, cfg.eval_batch_size, args.kernels)
     cil, til = evaluate(model, stream, transform, stream.num_tasks - 1, cfg.eval_batch_size)
-    result = {"class_il": cil, "task_il": til, "avg_class_il": sum(cil) / len(cil), "avg_task_il": sum(til) / len(til)}
+    result = {"class_il": cil, "task_il": til, "avg_class_il": sum(cil) / len(cil), "avg_task_il": sum(til) / len(til),
+              "device": args.device, "dtype": args.dtype, "kernels": kernels}
     print(json.dumps(result))
     return 0
