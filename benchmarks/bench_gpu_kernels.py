@@ -21,9 +21,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils import benchmark
-
 from common import table, write_json
+from torch.utils import benchmark
 
 SHAPES = [(1024, 32), (1024, 1024), (4096, 32), (4096, 4096), (8192, 256), (8192, 8192)]  # (out = in, batch)
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -43,7 +42,7 @@ def bench_layers(dtype: torch.dtype) -> list[dict]:
     for n, batch in SHAPES:
         x = torch.randn(batch, n, device="cuda", dtype=dtype, generator=gen)
         w = torch.randn(n, n, device="cuda", dtype=dtype, generator=gen)
-        dense_us = median_us(lambda: F.linear(x, w))
+        dense_us = median_us(lambda x=x, w=w: F.linear(x, w))
         keep = torch.rand(n, n // 4, 4, device="cuda", generator=gen).argsort(-1) < 2
         w24 = w * keep.reshape(n, n)
         row = {"n": n, "batch": batch, "dense_us": dense_us}
@@ -51,7 +50,7 @@ def bench_layers(dtype: torch.dtype) -> list[dict]:
         if problem is None:
             ws = to_sparse_semi_structured(w24)
             torch.testing.assert_close(F.linear(x, ws), F.linear(x, w24), rtol=2e-2, atol=2e-1)
-            row["semi_us"] = median_us(lambda: F.linear(x, ws))
+            row["semi_us"] = median_us(lambda x=x, ws=ws: F.linear(x, ws))
         else:
             row["semi_problem"] = problem
         row["auto_24"] = choose_gpu_path(n, n, batch, 0.5, two_four=True)
@@ -59,7 +58,7 @@ def bench_layers(dtype: torch.dtype) -> list[dict]:
             wd = w * (torch.rand(n, n, device="cuda", generator=gen) < d)
             try:
                 wc = wd.to_sparse_csr()
-                row[f"csr_{d}_us"] = median_us(lambda: torch.mm(wc, x.t()))
+                row[f"csr_{d}_us"] = median_us(lambda x=x, wc=wc: torch.mm(wc, x.t()))
             except RuntimeError as e:  # a dtype cuSPARSE does not take for this op
                 row[f"csr_{d}_problem"] = str(e).splitlines()[0]
             row[f"auto_{d}"] = choose_gpu_path(n, n, batch, d, two_four=False)

@@ -68,10 +68,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from sparsecl.continual.metrics import evaluate
     from sparsecl.export.quantize import quantize_model
+    from sparsecl.kernels.gpu import sparsify_for_gpu
     from sparsecl.train.build import build_data
     from sparsecl.train.distill import build_trained, read_trained
-
-    from sparsecl.kernels.gpu import sparsify_for_gpu
 
     if args.quantize != "none" and (args.device != "cpu" or args.kernels != "none" or args.dtype != "float32"):
         raise SystemExit("sparsecl eval: --quantize runs on CPU in float32, without --kernels")

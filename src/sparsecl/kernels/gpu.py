@@ -23,7 +23,7 @@ Everything else stays dense. Inference only: the converted layers carry no gradi
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -46,7 +46,10 @@ def is_2to4(weight: torch.Tensor) -> bool:
 def _semi_structured_class() -> type:
     """The subclass ``to_sparse_semi_structured`` would build: cuSPARSELt when available, else CUTLASS."""
     from torch.sparse import SparseSemiStructuredTensor
-    from torch.sparse.semi_structured import SparseSemiStructuredTensorCUSPARSELT, SparseSemiStructuredTensorCUTLASS
+    from torch.sparse.semi_structured import (
+        SparseSemiStructuredTensorCUSPARSELT,
+        SparseSemiStructuredTensorCUTLASS,
+    )
 
     cusparselt = getattr(torch.backends, "cusparselt", None)
     if SparseSemiStructuredTensor._FORCE_CUTLASS or cusparselt is None or not cusparselt.is_available():
@@ -109,7 +112,7 @@ class TorchCsrLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "TorchCsrLinear":
+    def from_linear(cls, linear: nn.Linear) -> TorchCsrLinear:
         return cls(linear.weight, linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
