@@ -104,9 +104,22 @@ def test_ddr_removes_exact_counts_easiest_first_and_never_again():
         assert after < before and len(before - after) == 2 and not (after & seen_removed)
         seen_removed |= before - after
     assert len(st.active_idx) == n - 6 and set(range(15, 20)) <= set(st.active_idx.tolist())
+    stats = (ddr.prev.clone(), ddr.forgets.clone(), ddr.learned.clone())
+    _record(ddr, st.active_idx, torch.ones(n - 6, dtype=torch.bool), st)  # all removals done: not recorded
+    assert all(torch.equal(a, b) for a, b in zip(stats, (ddr.prev, ddr.forgets, ddr.learned)))
     st.epoch = 3  # last epoch: nothing more is removed
     ddr.on_epoch_end(st, type("T", (), {"id": 0})())
     assert len(st.active_idx) == n - 6
+
+
+def test_ddr_records_nothing_in_a_tasks_last_epoch():
+    ddr = DynamicDataRemoval(6, ratio=0.5, removals=1, start=0.5, interval=0.5,
+                             generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
+    for epochs, recorded in ((1, False), (2, True)):
+        st = _state(torch.arange(6), 0, epochs)
+        ddr.on_task_start(st, None)
+        _record(ddr, torch.arange(6), torch.arange(6) < 3, st)
+        assert bool(ddr.learned.any()) == recorded and bool((ddr.prev >= 0).any()) == recorded
 
 
 def test_ddr_in_the_loop_shrinks_epochs_by_the_configured_counts(tmp_path):

@@ -14,6 +14,9 @@ removes between epochs); removals that fall on the same epoch end are merged. St
 ``round(rho N (k+1) / K) - round(rho N k / K)`` examples, so the total is exactly ``round(rho N)``.
 Ties in the score are broken at random from the component's own generator.
 
+Correctness is recorded only while a removal can still follow in the task: not after its last removal
+and not in its last epoch (at the default schedule that skips the bookkeeping for 60 % of every task).
+
 Removed examples are not trained on again within the task, so they are never offered to the buffer
 again either: the buffer leans towards the hard examples that remain.
 """
@@ -53,6 +56,8 @@ class DynamicDataRemoval(Component):
         self.learned.zero_()
 
     def after_step(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
+        if self.done >= self.removals or state.epoch + 1 >= state.epochs_per_task:
+            return  # no removal can follow in this task: its statistics would never be read
         idx = batch.idx  # unique within a batch (an epoch is a permutation)
         correct = out.logits.detach().argmax(1) == batch.y
         now = correct.to(torch.int8)
