@@ -99,9 +99,9 @@ def test_sparsify_for_gpu_converts_in_place_and_keeps_outputs():
         sparsify_for_gpu(small, batch=7, path="semi-structured")
 
 
-def test_eval_runs_the_linear_layers_on_torch_csr(tmp_path, capsys):
+def test_eval_runs_the_sparse_layers_on_csr_kernels(tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli.main(["train", "dataset=digits", "model=mlp", "hidden=32,32", "epochs=1", "batch_size=32",
+    assert cli.main(["train", "dataset=digits", "model=mlp", "hidden=1024,32", "epochs=1", "batch_size=32",
                      "progress=false", "seed=0", "sparsity.method=static", "sparsity.density=0.1",
                      "--out", str(out)]) == 0
     capsys.readouterr()
@@ -109,8 +109,14 @@ def test_eval_runs_the_linear_layers_on_torch_csr(tmp_path, capsys):
     dense = json.loads(capsys.readouterr().out)
     assert cli.main(["eval", str(out), "--kernels", "csr"]) == 0
     got = json.loads(capsys.readouterr().out)
-    assert set(got["kernels"].values()) == {"csr"} and len(got["kernels"]) == 3
+    assert set(got["kernels"].values()) == {"csr"} and len(got["kernels"]) == 3  # CPU: the native CSR modules
     assert got["avg_class_il"] == pytest.approx(dense["avg_class_il"], abs=0.2)  # same model, other kernels
+    assert cli.main(["eval", str(out), "--kernels", "auto"]) == 0
+    auto = json.loads(capsys.readouterr().out)["kernels"]
+    # the cost model: the 64 -> 1024 layer pays at batch 1000, the small ones and the dense classifier do not
+    assert auto == {"hidden.0": "csr", "hidden.1": "masked", "classifier": "masked"}
+    with pytest.raises(SystemExit, match="needs --device cuda"):
+        cli.main(["eval", str(out), "--kernels", "semi-structured"])
     with pytest.raises(SystemExit, match="--quantize runs on CPU"):
         cli.main(["eval", str(out), "--quantize", "dynamic-int8", "--kernels", "csr"])
     if not torch.cuda.is_available():

@@ -67,6 +67,15 @@ def sparsify_model(
     return chosen
 
 
+def sparsify_by_zeros(model: nn.Module, batch: int, path: str = "auto", threads: int | None = None) -> dict[str, str]:
+    """:func:`sparsify_model` with each nn.Linear / nn.Conv2d weight's nonzeros as its mask: inference of a
+    trained or exported sparse model (its inactive weights are exact zeros) on the CSR kernels where they
+    pay. A dense layer stays dense under "auto" (its density is above every CSR cap)."""
+    masks = {f"{name}.weight": m.weight.detach() != 0 for name, m in model.named_modules()
+             if type(m) in (nn.Linear, nn.Conv2d)}
+    return sparsify_model(model, masks, path, batch, threads)
+
+
 def densify_model(model: nn.Module) -> dict[str, torch.Tensor]:
     """Replace every CSR module by its dense layer; returns ``{"<module>.weight": dense weight}``.
 
