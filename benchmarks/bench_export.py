@@ -5,6 +5,12 @@ Trains MLP 784-1000-1000-10 on Fashion-MNIST with RigL (ERK, 90 % sparsity; 3 ep
 fp16 / int8), reloads each and evaluates it on the test split; also post-training dynamic int8
 quantisation of the dense-format model (torch.ao dynamic Linear) for comparison.
 
+Then inference time of the whole test split (10,000 images in batches of 1000, ``torch.no_grad``, the
+forward passes only: the batches are prepared before timing), 2 threads, ``--rounds`` interleaved
+``torch.utils.benchmark`` medians (best kept): the dense fp32 model, the same weights with the sparse
+layers on the CSR kernels (``sparsify_by_zeros``, what ``sparsecl eval --kernels auto`` does), and the
+dynamic int8 model.
+
 usage: python benchmarks/bench_export.py [--epochs 3]
 """
 
@@ -18,13 +24,13 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from common import table, write_json
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing repeats (best median kept)")
     args = ap.parse_args()
     from sparsecl.config import TrainConfig
     from sparsecl.configtools import make_config
@@ -70,9 +76,54 @@ def main() -> None:
         q = accuracy(state, "dynamic-int8")
         rows.append(["dynamic int8 (torch.ao, in memory)", "-", "-", f"{q:.2f}", f"{q - base:+.2f}", "-"])
         out["dynamic_int8_accuracy"] = q
+        speed_rows, out["inference"] = inference_times(cfg, stream, transform, state, args.rounds)
     print(f"## RigL-ERK 90 % MLP 784-1000-1000-10, Fashion-MNIST, {args.epochs} epochs\n")
     print(table(["checkpoint", "MB", "smaller", "test acc", "vs fp32", "bit-exact reload"], rows))
+    print("\n## Inference of the test split (10,000 images, batch 1000, 2 threads, forward passes only)\n")
+    print(table(["model", "ms (best of medians)", "faster than dense fp32", "test acc", "layers on CSR"], speed_rows))
     write_json("export.json", out)
+
+
+def inference_times(cfg, stream, transform, state: dict, rounds: int) -> tuple[list[list[str]], dict]:
+    from torch.utils import benchmark
+
+    from sparsecl.data.loader import eval_batches
+    from sparsecl.export import quantize_model
+    from sparsecl.kernels.convert import sparsify_by_zeros
+    from sparsecl.train.build import build_model
+
+    torch.set_num_threads(2)
+    task = stream.tasks[0]
+    batches = list(eval_batches(stream, task, transform, 1000))
+
+    def built() -> torch.nn.Module:
+        model = build_model(cfg, stream.dataset, torch.device("cpu"))
+        model.load_state_dict(state)
+        return model.eval()
+
+    dense = built()
+    csr = built()
+    chosen = sparsify_by_zeros(csr, 1000, "auto")
+    models = {"dense fp32": dense, "sparse layers on CSR (eval --kernels auto)": csr,
+              "dynamic int8 (torch.ao)": quantize_model(built(), "dynamic-int8")}
+
+    def run(model: torch.nn.Module) -> int:
+        with torch.no_grad():
+            return sum(int((model(x).argmax(1) == y).sum()) for x, y in batches)
+
+    best = {name: float("inf") for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            t = benchmark.Timer("run(m)", globals={"run": run, "m": model}).blocked_autorange(min_run_time=1.0)
+            best[name] = min(best[name], t.median * 1e3)
+    n = sum(y.numel() for _, y in batches)
+    rows, res = [], {}
+    for name, model in models.items():
+        acc = 100.0 * run(model) / n
+        layers = ", ".join(k for k, v in chosen.items() if v == "csr") if "CSR" in name else "-"
+        rows.append([name, f"{best[name]:.1f}", f"{best['dense fp32'] / best[name]:.2f}x", f"{acc:.2f}", layers])
+        res[name] = {"ms": best[name], "accuracy": acc}
+    return rows, {"models": res, "paths": chosen}
 
 
 if __name__ == "__main__":
