@@ -36,4 +36,10 @@ CASES: list[tuple[str, list[str], str]] = [
     ("dataset files missing", ["train", "dataset=mnist", "data_dir=/nonexistent", "download=false", "progress=false"], r"mnist.*not found"),
     ("resume without a checkpoint", ["train", "--resume", "/nonexistent/run"], r"no checkpoint in /nonexistent/run"),
     ("resume with overrides", ["train", "--resume", "/nonexistent/run", "lr=0.1"], r"--resume takes the run's own config"),
+    ("export of a folder that is no run", ["export", "/nonexistent/run"], r"/nonexistent/run is not a run folder"),
+    ("eval of a missing file", ["eval", "/nonexistent/model.spcl"], r"no run folder or exported model at /nonexistent/model.spcl"),
+    ("eval quantised on the sparse kernels", ["eval", "/nonexistent/run", "--quantize", "dynamic-int8", "--kernels", "auto"],
+     r"--quantize runs on CPU in float32, without --kernels"),
+    ("eval with 2:4 kernels on CPU", ["eval", "/nonexistent/run", "--kernels", "semi-structured"],
+     r"2:4 semi-structured needs --device cuda"),
 ]

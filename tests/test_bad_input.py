@@ -28,7 +28,7 @@ def test_bad_input_is_one_clear_line(what, args, pattern, capsys, tmp_path, monk
     assert rc == 2, err
     assert len(err.splitlines()) == 1, err
     assert re.search(pattern, err), err
-    assert err.startswith("sparsecl train: error: ")
+    assert err.startswith(f"sparsecl {args[0]}: error: ")
 
 
 def test_docs_table_lists_every_case():

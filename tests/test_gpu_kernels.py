@@ -115,13 +115,13 @@ def test_eval_runs_the_sparse_layers_on_csr_kernels(tmp_path, capsys):
     auto = json.loads(capsys.readouterr().out)["kernels"]
     # the cost model: the 64 -> 1024 layer pays at batch 1000, the small ones and the dense classifier do not
     assert auto == {"hidden.0": "csr", "hidden.1": "masked", "classifier": "masked"}
-    with pytest.raises(SystemExit, match="needs --device cuda"):
-        cli.main(["eval", str(out), "--kernels", "semi-structured"])
-    with pytest.raises(SystemExit, match="--quantize runs on CPU"):
-        cli.main(["eval", str(out), "--quantize", "dynamic-int8", "--kernels", "csr"])
+    assert cli.main(["eval", str(out), "--kernels", "semi-structured"]) == 2
+    assert "needs --device cuda" in capsys.readouterr().err
+    assert cli.main(["eval", str(out), "--quantize", "dynamic-int8", "--kernels", "csr"]) == 2
+    assert "--quantize runs on CPU" in capsys.readouterr().err
     if not torch.cuda.is_available():
-        with pytest.raises(SystemExit, match="no CUDA GPU"):
-            cli.main(["eval", str(out), "--device", "cuda"])
+        assert cli.main(["eval", str(out), "--device", "cuda"]) == 2
+        assert "no CUDA GPU is available" in capsys.readouterr().err
 
 
 needs_sm80 = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0),

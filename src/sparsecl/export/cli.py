@@ -76,11 +76,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from sparsecl.train.distill import build_trained, read_trained
 
     if args.quantize != "none" and (args.device != "cpu" or args.kernels != "none" or args.dtype != "float32"):
-        raise SystemExit("sparsecl eval: --quantize runs on CPU in float32, without --kernels")
+        raise ValueError("--quantize runs on CPU in float32, without --kernels")
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("sparsecl eval: --device cuda but no CUDA GPU is available")
+        raise ValueError("--device cuda but no CUDA GPU is available")
     if args.device == "cpu" and args.kernels != "none" and (args.kernels == "semi-structured" or args.dtype != "float32"):
-        raise SystemExit("sparsecl eval: on CPU, --kernels runs float32 CSR (2:4 semi-structured needs --device cuda)")
+        raise ValueError("on CPU, --kernels runs float32 CSR (2:4 semi-structured needs --device cuda)")
     device = torch.device(args.device)
     cfg, state = read_trained(args.path, [f"data_dir={args.data_dir}"] if args.data_dir else [])
     stream, transform = build_data(cfg, device)
