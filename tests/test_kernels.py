@@ -384,6 +384,15 @@ def test_choose_path_auto_is_monotone_in_density(threads):
 
 
 # ----------------------------------------------------------------------------------- backends
+def test_choose_path_on_a_gpu_follows_the_gpu_rule():
+    """The CPU cost models do not apply to a CUDA layer: CSR only for big layers at density <= 0.05."""
+    assert choose_path(256, 784, 96, 0.05, 2) == "csr"  # the SparCL MLP's layer on CPU
+    assert choose_path(256, 784, 96, 0.05, 2, device="cuda") == "masked"  # too small for cuSPARSE to pay
+    assert choose_path(4096, 4096, 32, 0.05, device="cuda") == "csr"
+    assert choose_path(4096, 4096, 32, 0.1, device="cuda") == "masked"
+    assert choose_path(256, 784, 96, 0.5, device="cuda", path="csr") == "csr"  # forced
+
+
 def test_native_build_failure_is_reported(tmp_path):
     with pytest.raises(NativeBuildError):
         load_native(tmp_path, compiler=str(tmp_path / "no-such-cc"))

@@ -57,7 +57,8 @@ def sparsify_model(
             continue
         density = float(mask.sum()) / mask.numel()
         if isinstance(layer, nn.Linear):
-            choice = choose_path(layer.out_features, layer.in_features, batch, density, threads, path, backend)
+            choice = choose_path(layer.out_features, layer.in_features, batch, density, threads, path, backend,
+                                 layer.weight.device.type)
         else:
             choice = choose_conv_path(layer, density, path, backend)
         chosen[module_name] = choice

@@ -174,7 +174,8 @@ class CsrConv2d(nn.Conv2d):
 
 
 def _linear_chooser(layer: nn.Linear, mode: str, batch: int, backend: str) -> Callable[[float], str]:
-    return lambda d: choose_path(layer.out_features, layer.in_features, batch, d, None, mode, backend)
+    device = layer.weight.device.type
+    return lambda d: choose_path(layer.out_features, layer.in_features, batch, d, None, mode, backend, device)
 
 
 def _conv_chooser(layer: nn.Conv2d, mode: str, batch: int, backend: str) -> Callable[[float], str]:
