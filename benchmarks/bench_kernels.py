@@ -29,6 +29,9 @@ masked, and ``sparsity.execution=csr`` (what ``sparsecl train`` runs); writes
 forward batch 96 = DER++'s current + two replay draws) on the CSR training path with the fused CSR Linear
 and with the composed one, next to dense; writes ``benchmarks/out/kernels_fused.json``.
 
+Every part applies ``sparsecl.train.memory.keep_freed_memory`` first, as ``sparsecl train`` does
+(``--no-malloc-reuse``: glibc's allocation defaults).
+
 ``--calibrate`` instead times one layer's step (masked versus csr, both backends) over a grid of shapes,
 batches, densities and thread counts: the measurements behind ``sparsecl.kernels.paths``' cost models.
 It writes ``benchmarks/out/kernels_calibration.json`` and counts the points where ``choose_path`` picks
@@ -396,9 +399,15 @@ def main() -> None:
                     help="SparCL MLP training step, forward batch 96: fused vs composed CSR Linear vs dense")
     ap.add_argument("--layout", action="store_true",
                     help="layout moves (transpose, conv planes, batch gather): native vs torch")
+    ap.add_argument("--no-malloc-reuse", action="store_true", help="keep glibc's allocation defaults")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if not args.no_malloc_reuse:
+        from sparsecl.train.memory import keep_freed_memory
+
+        keep_freed_memory()
     meta = {"torch": torch.__version__, "machine": platform.machine(), "mkl": torch.backends.mkl.is_available(),
+            "malloc_reuse": not args.no_malloc_reuse,
             "seed": args.seed, "rounds": args.rounds, "min_run_time": args.min_run_time}
     if args.resnet_step:
         torch.set_num_threads(args.threads)

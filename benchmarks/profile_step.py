@@ -14,6 +14,9 @@ usage:
   python benchmarks/profile_step.py sparcl --run csr --epochs 5 --threads 1
   python benchmarks/profile_step.py sparcl --run dense --epochs 5 --threads 1
   python benchmarks/profile_step.py resnet --density 0.05 --mode csr --threads 2
+  python benchmarks/profile_step.py resnet --density 0.1 --mode csr --threads 2 --no-malloc-reuse
+
+Both apply ``sparsecl.train.memory.keep_freed_memory`` as ``sparsecl train`` does, unless ``--no-malloc-reuse``.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def profile_sparcl(args: argparse.Namespace) -> None:
     cfg = make_config(TrainConfig, None, ["progress=false", "checkpoint.at_task_end=false",
                                           "checkpoint.keep_model=false", f"threads={args.threads}",
                                           f"seed={args.seed}", *BASE, *HOST["derpp"], f"epochs={args.epochs}",
-                                          *RUNS[args.run]])
+                                          *RUNS[args.run], f"malloc_reuse={str(not args.no_malloc_reuse).lower()}"])
     run = build_run(cfg)
     totals: collections.Counter = collections.Counter()
     for name, key in (("compute_loss", "loss (forward, replay, terms)"), ("replay", "  replay draws"),
@@ -91,8 +94,11 @@ def profile_resnet(args: argparse.Namespace) -> None:
     from sparsecl.models import create_model
     from sparsecl.sparse.config import SparsityConfig
     from sparsecl.sparse.engine import MaskEngine
+    from sparsecl.train.memory import keep_freed_memory
 
     torch.set_num_threads(args.threads)
+    if not args.no_malloc_reuse:
+        keep_freed_memory()
     gen = torch.Generator().manual_seed(args.seed)
     x, y = torch.randn(32, 3, 32, 32, generator=gen), torch.randint(0, 10, (32,), generator=gen)
     model = create_model("resnet18", (3, 32, 32), 10, nf=64, generator=torch.Generator().manual_seed(args.seed))
@@ -130,6 +136,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rows", type=int, default=25, help="resnet: profiler table rows")
+    ap.add_argument("--no-malloc-reuse", action="store_true", help="keep glibc's allocation defaults")
     args = ap.parse_args()
     (profile_sparcl if args.part == "sparcl" else profile_resnet)(args)
 

@@ -73,6 +73,8 @@ class TrainConfig:
     seed: int = helpfield("seed of every generator of the run", default=0)
     device: str = helpfield("cpu | cuda | auto", default="cpu")
     threads: int | None = helpfield("torch intra-op threads (none: leave as is)", default=None)
+    malloc_reuse: bool = helpfield("keep freed memory for the next step's tensors (glibc: no page faults on "
+                                   "fresh pages every step; process-wide, see sparsecl.train.memory)", default=True)
     eval_batch_size: int = helpfield("evaluation batch size", default=1000)
     progress: bool = helpfield("show a progress bar", default=True)
     # sections

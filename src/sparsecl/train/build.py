@@ -26,6 +26,7 @@ from sparsecl.sparse.methods import SPARSE_METHODS
 from sparsecl.sparse.small_dense import match_width, target_param_count
 from sparsecl.train.distill import Distillation, build_trained, read_trained
 from sparsecl.train.hooks import Component
+from sparsecl.train.memory import keep_freed_memory
 from sparsecl.train.meters import FlopsMeter
 from sparsecl.train.optim import LrSchedule, make_optimizer
 from sparsecl.train.rng import generator
@@ -108,6 +109,8 @@ def _small_dense_widths(cfg: TrainConfig, ds: ArrayDataset) -> tuple[tuple[int, 
 def build_run(cfg: TrainConfig) -> Run:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    if cfg.malloc_reuse:
+        keep_freed_memory()
     device = resolve_device(cfg.device)
     stream, transform = build_data(cfg, device)
     ds = stream.dataset
