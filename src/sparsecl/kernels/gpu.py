@@ -153,6 +153,7 @@ def sparsify_for_gpu(model: nn.Module, batch: int, path: str = "auto",
     keeps layers dense (e.g. a classifier). Layers switched to the CPU training path's CSR execution
     (``kernels.execution``) are switched back to nn.Linear first. Returns ``{layer name: path}``.
     """
+    from sparsecl.kernels.convert import _replace  # here: convert -> paths -> this module
     from sparsecl.kernels.execution import disable_sparse_execution
 
     disable_sparse_execution(model)
@@ -167,8 +168,7 @@ def sparsify_for_gpu(model: nn.Module, batch: int, path: str = "auto",
             choice = "dense"
         new = GPU_PATHS.get(choice)(layer)
         if new is not layer:
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, new)
+            _replace(model, name, new)
         chosen[name] = choice
     return chosen
 

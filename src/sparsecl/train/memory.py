@@ -6,10 +6,11 @@ dynamically as mmapped blocks are freed) with fresh pages and returns them to th
 step can pay a page fault per 4 KiB page of its large tensors. In the ResNet-18 CSR training step the
 zero fill of the dense-shaped weight gradients took 40-80 ms per 3 steps with glibc's defaults and 9-10 ms
 with this setting (``python benchmarks/profile_step.py resnet --density 0.1 --mode csr --threads 2``, with
-and without ``--no-malloc-reuse``). ``keep_freed_memory`` sets the mmap threshold to glibc's maximum (32 MiB on 64-bit) and the
-trim threshold to 1 GiB, so blocks below 32 MiB come from the heap and stay there for the next step. This
-is a process-wide setting (the resident size stays at its peak instead of shrinking between steps); the
-run config's ``malloc_reuse`` turns it off. Elsewhere than glibc it does nothing.
+and without ``--no-malloc-reuse``). ``keep_freed_memory`` sets the mmap threshold to glibc's maximum
+(32 MiB on 64-bit) and the trim threshold to 1 GiB, so blocks below 32 MiB come from the heap and stay
+there for the next step. This is a process-wide setting (the resident size stays at its peak instead of
+shrinking between steps); the run config's ``malloc_reuse`` turns it off. Elsewhere than glibc it does
+nothing.
 """
 
 from __future__ import annotations
