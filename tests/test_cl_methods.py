@@ -76,7 +76,8 @@ def _run(method, model, ctx, *, steps: int = 4, batch: int = 4, on_step=None):
             sampler.start_epoch(idx)
             for _, bidx in zip(range(steps), sampler):
                 b = make_batch(ctx.stream, task, bidx, ctx.transform, aug)
-                held = len(method.buffer) if hasattr(method, "buffer") else 0
+                held = method.buffer if hasattr(method, "buffer") else None
+                held = (0, 0) if held is None else (len(held), int(held.slots_before(task.id).numel()))
                 opt.zero_grad()
                 out = method.compute_loss(b)
                 out.loss.backward()
@@ -84,7 +85,7 @@ def _run(method, model, ctx, *, steps: int = 4, batch: int = 4, on_step=None):
                 opt.step()
                 method.after_step(None, b, out)
                 if on_step is not None:
-                    on_step(task, b, out, held)
+                    on_step(task, b, out, *held)
         method.on_task_end(None, task)
 
 
@@ -101,7 +102,7 @@ def test_every_method_runs_a_two_task_stream(name, policy):
     before = [p.detach().clone() for p in model.parameters()]
     steps = []
 
-    def check(task, b, out, held):
+    def check(task, b, out, held, past):
         assert out.loss.dim() == 0 and torch.isfinite(out.loss) and out.loss.requires_grad
         assert out.logits.shape == (len(b), K) and out.logits.requires_grad
         assert out.n_forward >= len(b) and out.n_forward_only == 0
@@ -144,13 +145,14 @@ def _check_state_round_trip(name, policy, method, model, ctx):
 
 
 N_REPLAY = {  # examples forwarded with grad beyond the current batch, given the buffer's size before the step
-    "sgd": lambda held, task: 0,
-    "joint": lambda held, task: 0,
-    "er": lambda held, task: min(3, held),
-    "der": lambda held, task: min(3, held),
-    "derpp": lambda held, task: 2 * min(3, held),
-    "agem": lambda held, task: min(5, held),
-    "er_ace": lambda held, task: min(3, held) if task > 0 else 0,
+    # (all of it, and its examples of earlier tasks)
+    "sgd": lambda held, past, task: 0,
+    "joint": lambda held, past, task: 0,
+    "er": lambda held, past, task: min(3, held),
+    "der": lambda held, past, task: min(3, held),
+    "derpp": lambda held, past, task: 2 * min(3, held),
+    "agem": lambda held, past, task: min(5, past),  # the reference comes from earlier tasks only
+    "er_ace": lambda held, past, task: min(3, held) if task > 0 else 0,
 }
 
 
@@ -159,8 +161,8 @@ def test_n_forward_counts_current_and_every_replay_example(name):
     method, model, ctx = _setup(name)
     seen = []
 
-    def check(task, b, out, held):
-        assert out.n_forward == len(b) + N_REPLAY[name](held, task.id)
+    def check(task, b, out, held, past):
+        assert out.n_forward == len(b) + N_REPLAY[name](held, past, task.id)
         seen.append(held)
 
     _run(method, model, ctx, steps=3, batch=2, on_step=check)
@@ -281,14 +283,16 @@ def test_agem_gradient_has_non_negative_dot_with_reference(conflict):
     method, model, ctx = _linear_setup("agem")
     x = torch.randint(0, 256, (3, 1, 2, 2), generator=_gen(23), dtype=torch.uint8)
     y = torch.tensor([0, 0, 0])
-    _fill(method, x, torch.full((3,), 1 if conflict else 0))  # same inputs, conflicting labels or not
-    batch = _batch(ctx, x, y, task=0)
+    _fill(method, x, torch.full((3,), 1 if conflict else 0), task=0)  # same inputs, conflicting labels or not
+    _fill(method, x.flip(0), torch.full((3,), 2), task=1)  # the current task's: never the reference
+    batch = _batch(ctx, x, y, task=1)
     out = method.compute_loss(batch)
     out.loss.backward()
     params = list(model.parameters())
     g = torch.cat([p.grad.flatten() for p in params]).clone()
-    ref_model = copy.deepcopy(model)  # the reference gradient by hand: CE on the buffer, every example
-    F.cross_entropy(ref_model(ctx.transform.test(method.buffer.x)), method.buffer.y).backward()
+    ref_model = copy.deepcopy(model)  # the reference gradient by hand: CE on every example of task 0
+    past = method.buffer.task == 0
+    F.cross_entropy(ref_model(ctx.transform.test(method.buffer.x[past])), method.buffer.y[past]).backward()
     r = torch.cat([p.grad.flatten() for p in ref_model.parameters()])
     method.after_backward(None, batch, out)
     g_new = torch.cat([p.grad.flatten() for p in params])
@@ -297,6 +301,51 @@ def test_agem_gradient_has_non_negative_dot_with_reference(conflict):
     expected = g - (g @ r) / (r @ r) * r if conflict else g
     assert torch.allclose(g_new, expected, atol=1e-6)
     assert out.n_forward == 3 + 3
+
+
+def test_agem_first_task_is_plain_sgd():
+    """The memory holds no earlier task yet: no reference forward, the gradient is left as it is."""
+    method, model, ctx = _linear_setup("agem")
+    x = torch.randint(0, 256, (3, 1, 2, 2), generator=_gen(23), dtype=torch.uint8)
+    _fill(method, x, torch.tensor([1, 1, 1]), task=0)
+    out = method.compute_loss(_batch(ctx, x, torch.tensor([0, 0, 0]), task=0))
+    out.loss.backward()
+    g = [p.grad.clone() for p in model.parameters()]
+    method.after_backward(None, None, out)
+    assert out.n_forward == 3 and all(torch.equal(a, p.grad) for a, p in zip(g, model.parameters()))
+
+
+def test_agem_projects_what_the_mask_lets_through():
+    """Under a weight mask the applied update (inactive gradients zeroed) keeps g~.r >= 0 with the masked
+    reference; the dense projection masked afterwards would not (the case is built so)."""
+    method, model, ctx = _linear_setup("agem")
+    x = torch.randint(0, 256, (3, 1, 2, 2), generator=_gen(23), dtype=torch.uint8)
+    _fill(method, x, torch.tensor([1, 1, 1]), task=0)
+    batch = _batch(ctx, x, torch.tensor([0, 0, 0]), task=1)
+    name, w = next((n, p) for n, p in model.named_parameters() if p.dim() == 2)  # the classifier weight
+    mask = torch.zeros_like(w, dtype=torch.bool)
+    mask[0] = True  # only the weights of class 0's logit may change
+    ctx.weight_masks = lambda: {name: mask}
+    ref_model = copy.deepcopy(model)
+    F.cross_entropy(ref_model(ctx.transform.test(x)), torch.tensor([1, 1, 1])).backward()
+    m = {id(p): mask if p is w else None for p in model.parameters()}
+    out = method.compute_loss(batch)
+    out.loss.backward()
+    params = list(model.parameters())
+    flat = lambda grads: torch.cat([(gr * m[id(p)] if m[id(p)] is not None else gr).flatten()
+                                    for gr, p in zip(grads, params)])
+    g = flat([p.grad for p in params])
+    r = flat([p.grad for p in ref_model.parameters()])
+    dense_g = torch.cat([p.grad.flatten() for p in params])
+    dense_r = torch.cat([p.grad.flatten() for p in ref_model.parameters()])
+    projected = agem_project(dense_g, dense_r).split([p.numel() for p in params])
+    dense_then_masked = flat([c.view_as(p) for c, p in zip(projected, params)])
+    method.after_backward(None, batch, out)
+    g_new = torch.cat([p.grad.flatten() for p in params])
+    assert (g @ r) < 0 and (dense_then_masked @ r) < -1e-3  # a conflict the dense projection leaves
+    assert torch.allclose(g_new, g - (g @ r) / (r @ r) * r, atol=1e-6)
+    assert g_new @ r >= -1e-5 * r.norm() * g.norm()
+    assert torch.all(w.grad[~mask] == 0)
 
 
 @pytest.mark.parametrize("name", ["er", "der"])
@@ -319,7 +368,7 @@ def test_offer_filter_keeps_removed_examples_out_of_the_buffer():
     method.buffer = type(method.buffer)(40, (1, 4, 4), K, device="cpu", generator=_gen(0), store_logits=True)
     method.offer_filter = lambda b: b.idx % 2 == 0
     offered = []
-    _run(method, model, ctx, steps=3, on_step=lambda t, b, o, h: offered.append(int((b.idx % 2 == 0).sum())))
+    _run(method, model, ctx, steps=3, on_step=lambda t, b, o, h, _: offered.append(int((b.idx % 2 == 0).sum())))
     held = method.buffer.x[:, 0, 0, 0].long()  # pixel (0, 0) is the example index
     assert method.buffer.seen == sum(offered) == len(held) and (held % 2 == 0).all()
 
@@ -327,7 +376,7 @@ def test_offer_filter_keeps_removed_examples_out_of_the_buffer():
 def test_after_task_fills_at_task_end_with_end_of_task_logits():
     method, model, ctx = _setup("der", policy="after-task")
     first = []
-    _run(method, model, ctx, steps=2, on_step=lambda t, b, o, h: first.append(h) if t.id == 0 else None)
+    _run(method, model, ctx, steps=2, on_step=lambda t, b, o, h, _: first.append(h) if t.id == 0 else None)
     assert first == [0, 0]  # nothing enters during the task
     model.eval()
     with torch.no_grad():  # the last task's share holds the logits of the model at the end of that task

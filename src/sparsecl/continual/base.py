@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,9 @@ class MethodContext:
     transform: BatchTransform  # re-applied to buffered (non-augmented) inputs on replay
     generator: torch.Generator  # the method's own RNG (replay draws, reservoir decisions)
     device: torch.device
+    # parameter name -> bool mask of the weights the optimizer may change (the mask engine's current
+    # masks; set by the run builder once the engine exists): for methods that constrain the update itself
+    weight_masks: Callable[[], dict[str, torch.Tensor]] = dict
 
 
 class ContinualMethod(Component):
@@ -62,6 +67,13 @@ class ContinualMethod(Component):
 
 def mask_to_classes(logits: torch.Tensor, classes: tuple[int, ...]) -> torch.Tensor:
     """Logits with every column outside ``classes`` set to -inf (a copy; the input is untouched)."""
-    keep = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
-    keep[list(classes)] = True
-    return logits.masked_fill(~keep, float("-inf"))
+    return logits.masked_fill(_outside(tuple(classes), logits.shape[1], logits.device), float("-inf"))
+
+
+@functools.lru_cache(maxsize=256)
+def _outside(classes: tuple[int, ...], width: int, device: torch.device) -> torch.Tensor:
+    """Bool [width]: True at the columns NOT in ``classes`` (built once per task and device, read-only:
+    the masked head runs it every step)."""
+    out = torch.ones(width, dtype=torch.bool, device=device)
+    out[list(classes)] = False
+    return out

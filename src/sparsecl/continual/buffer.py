@@ -316,9 +316,17 @@ class Buffer:
         self.filled = int(keep.shape[0])
 
     # -- replay -----------------------------------------------------------------------------------
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """min(n, filled) slot indices, uniform without replacement among the filled slots."""
-        return torch.randperm(self.filled, generator=generator, device=self.device)[: min(n, self.filled)]
+    def sample(self, n: int, generator: torch.Generator, among: torch.Tensor | None = None) -> torch.Tensor:
+        """min(n, filled) slot indices, uniform without replacement among the filled slots; with ``among``
+        (slot indices) among those only."""
+        if among is None:
+            return torch.randperm(self.filled, generator=generator, device=self.device)[: min(n, self.filled)]
+        pick = torch.randperm(among.numel(), generator=generator, device=self.device)[: min(n, among.numel())]
+        return among.index_select(0, pick)
+
+    def slots_before(self, task: int) -> torch.Tensor:
+        """Indices of the filled slots holding examples of tasks before ``task`` (ascending)."""
+        return (self.task < task).nonzero().flatten()
 
     def get(self, indices: torch.Tensor) -> BufferItems:
         """One gather per stored field."""

@@ -142,9 +142,10 @@ def _domain_stream(ds: ArrayDataset, tasks: int, make: Callable[[int], DomainTra
 
 @STREAMS.register("permuted")
 def permuted(ds: ArrayDataset, tasks: int, order: tuple[int, ...] | None, g: torch.Generator) -> Stream:
-    """Permuted-X: task 0 sees the original images, every later task a fixed random pixel permutation."""
+    """Permuted-X: every task, the first included, sees the images under its own fixed random pixel
+    permutation (GEM's, mammoth's and Avalanche's protocol)."""
     h, w = ds.input_shape[1:]
-    perms = [None] + [Permute(torch.randperm(h * w, generator=g)) for _ in range(tasks - 1)]
+    perms = [Permute(torch.randperm(h * w, generator=g)) for _ in range(tasks)]
     return _domain_stream(ds, tasks, lambda t: perms[t])
 
 

@@ -132,6 +132,7 @@ def build_run(cfg: TrainConfig) -> Run:
         per_epoch = n // cfg.batch_size if cfg.drop_last else -(-n // cfg.batch_size)
         plan.append(epochs * per_epoch)
     engine = MaskEngine(model, optimizer, sparsity, total_steps=max(sum(plan), 1), generator=gens["masks"])
+    ctx.weight_masks = lambda: engine.masks
 
     sparcl = build_sparcl(cfg, model, engine, method, stream, gens["sparcl"], device)
     flops = FlopsMeter(model, ds.input_shape, engine, grad_density=sparcl.grad_density)

@@ -25,19 +25,30 @@ def agem_project(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return g - coef * r
 
 
-def _flat(grads: Any, params: list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params)])
+def _flat(grads: Any, params: list[torch.Tensor], masks: list[torch.Tensor | None]) -> torch.Tensor:
+    """One vector of the gradients, each zeroed where its weight's mask is off (None: no mask)."""
+    parts = []
+    for g, p, m in zip(grads, params, masks):
+        g = torch.zeros_like(p) if g is None else g
+        parts.append((g if m is None else g * m).flatten())
+    return torch.cat(parts)
 
 
 @CL_METHODS.register("agem")
 class AGEM(RehearsalMethod):
-    """The reference gradient r is the gradient of the CE on ``agem_batch`` examples drawn from the buffer
-    (the paper's P = 256 random memory examples), computed in ``compute_loss`` with the same parameters as
-    the current gradient g; ``after_backward`` replaces g by ``agem_project(g, r)``.
+    """The reference gradient r is the gradient of the CE on ``agem_batch`` examples drawn from the
+    buffer's examples of EARLIER tasks (the paper's episodic memory of the past tasks, P = 256 random
+    examples; none on the first task, which trains as plain SGD), computed in ``compute_loss`` with the
+    same parameters as the current gradient g; ``after_backward`` replaces g by ``agem_project(g, r)``.
 
-    Deviation from the paper and mammoth: the memory is the configured buffer policy (reservoir by
-    default, filled online) instead of a per-task episodic memory filled at task end; ``buffer_policy:
-    after-task`` gives the latter. Both passes count in ``n_forward``.
+    Under a sparse mask, g and r are both taken with the gradients of inactive weights zeroed (what the
+    optimizer can apply), so the applied update keeps g~.r >= 0 (projecting the dense g and masking
+    afterwards would not).
+
+    Deviation from the paper and mammoth: the memory is the configured buffer (reservoir by default,
+    filled online over the whole stream, so the past tasks' share is a uniform sample of what was seen)
+    instead of a per-task episodic memory filled at task end; ``buffer_policy: after-task`` gives the
+    latter. Both passes count in ``n_forward``.
     """
 
     options = ("buffer_size", "buffer_policy", "agem_batch", "masked_head")
@@ -47,26 +58,30 @@ class AGEM(RehearsalMethod):
         super().__init__(model, cfg, ctx)
         self._ref: torch.Tensor | None = None  # flat reference gradient of the current step
 
-    def _params(self) -> list[torch.Tensor]:
-        return [p for p in self.model.parameters() if p.requires_grad]
+    def _params(self) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """Trainable parameters and their weight masks (None: dense), in model order."""
+        masks = self.ctx.weight_masks()
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        return [p for _, p in named], [masks.get(n) for n, _ in named]
 
     def compute_loss(self, batch: Batch) -> StepOutput:
         logits = self.model(batch.x)
         loss, n = self.current_loss(logits, batch, self.cfg.masked_head), len(batch)
         self._ref = None
-        if not self.buffer.empty:
-            rep = self.replay(self.cfg.agem_batch)
-            params = self._params()
+        past = self.buffer.slots_before(batch.task)
+        if past.numel():
+            rep = self.replay(self.cfg.agem_batch, among=past)
+            params, masks = self._params()
             ref = torch.autograd.grad(F.cross_entropy(self.model(rep.x), rep.y), params, allow_unused=True)
-            self._ref = _flat(ref, params)
+            self._ref = _flat(ref, params, masks)
             n += rep.y.shape[0]
         return StepOutput(loss, logits, n)
 
     def after_backward(self, state: Any, batch: Batch, out: StepOutput) -> None:
         if self._ref is None:
             return
-        params = self._params()
-        g = agem_project(_flat([p.grad for p in params], params), self._ref)
+        params, masks = self._params()
+        g = agem_project(_flat([p.grad for p in params], params, masks), self._ref)
         self._ref = None
         for p, chunk in zip(params, g.split([p.numel() for p in params])):
             if p.grad is None:

@@ -76,10 +76,10 @@ class RehearsalMethod(ContinualMethod):
         """``replay_batch_size``, or the current batch's size when it is 0."""
         return self.cfg.replay_batch_size or len(batch)
 
-    def replay(self, n: int) -> BufferItems:
-        """min(n, held) buffer examples drawn without replacement; ``x`` is their TRAINING view (augmented,
-        normalised float), the rest as stored."""
-        items = self.buffer.get(self.buffer.sample(n, self.ctx.generator))
+    def replay(self, n: int, among: torch.Tensor | None = None) -> BufferItems:
+        """min(n, held) buffer examples drawn without replacement (with ``among``: from those slots only);
+        ``x`` is their TRAINING view (augmented, normalised float), the rest as stored."""
+        items = self.buffer.get(self.buffer.sample(n, self.ctx.generator, among))
         return items._replace(x=self.ctx.transform.train(items.x, self.ctx.generator))
 
     # -- buffer updates ---------------------------------------------------------------------------
