@@ -405,7 +405,7 @@ def test_joint_trains_once_on_the_union_of_all_tasks():
     (dict(method="er", buffer_size=5, replay_batch_size=True), "replay_batch_size must be an int"),
     (dict(method="der", buffer_size=5, alpha=-0.1), "alpha must be a number >= 0"),
     (dict(method="agem", buffer_size=5, agem_batch=0), "agem_batch must be an int >= 1"),
-    (dict(method="er", buffer_size=5, masked_head=1), "masked_head must be true or false"),
+    (dict(method="er", buffer_size=5, masked_head=1), "masked_head must be true, false or none"),
 ])
 def test_config_rejects_bad_values_with_one_line(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -63,6 +63,29 @@ def test_tdm_cycle_drops_lowest_importance_and_regrows_elsewhere(tmp_path):
     assert [e["event"] for e in tdm.log] == ["expand", "cycle", "shrink"]
 
 
+def test_tdm_weight_dropped_and_regrown_in_one_cycle_restarts_at_zero(tmp_path):
+    run, _ = train(tmp_path, "tasks=1", "epochs=1", "sparcl.tdm=true", "sparsity.density=0.9", "momentum=0.9",
+                   "sparcl.tdm_step=0.05")
+    tdm = next(c for c in run.components if isinstance(c, TaskAwareDynamicMasking))
+    eng = run.engine
+    installed: dict[str, list[torch.Tensor]] = {}
+    set_mask = eng.set_mask
+    eng.set_mask = lambda name, m: (installed.setdefault(name, []).append(m.clone()), set_mask(name, m))[1]
+    before = {layer.name: (layer.mask.clone(), layer.param.detach().clone()) for layer in eng.layers}
+    cycle = next(e for e in task_events(run.cfg.sparcl) if e.kind == "cycle")
+    tdm._apply(cycle, LoopState(run.model, run.optimizer, None, torch.device("cpu"), total_steps=1))
+    regrown_dropped = 0
+    for layer in eng.layers:
+        old_mask, old_w = before[layer.name]
+        after_drop = installed[layer.name][0]
+        back = old_mask & ~after_drop & layer.mask  # dropped, then grown again in the same cycle
+        regrown_dropped += int((old_w[back] != 0).sum())  # they held weights ...
+        assert bool((layer.param[back] == 0).all())  # ... and restart at 0
+        state = run.optimizer.state[layer.param]
+        assert "momentum_buffer" not in state or bool((state["momentum_buffer"][back] == 0).all())
+    assert regrown_dropped > 0  # the case is exercised (with nonzero weights to lose)
+
+
 def _state(active: torch.Tensor, epoch: int, epochs: int) -> LoopState:
     model = nn.Linear(2, 2)
     st = LoopState(model, torch.optim.SGD(model.parameters(), lr=0.1), None, torch.device("cpu"), total_steps=1,
@@ -110,6 +133,29 @@ def test_ddr_removes_exact_counts_easiest_first_and_never_again():
     st.epoch = 3  # last epoch: nothing more is removed
     ddr.on_epoch_end(st, type("T", (), {"id": 0})())
     assert len(st.active_idx) == n - 6
+
+
+def test_ddr_counts_forgetting_across_a_removal_with_one_presentation_per_window():
+    """One epoch per window (a few epochs per task): the presentation before a removal is the history the
+    next window's first presentation is compared with, so a correct -> wrong transition still counts."""
+    n = 20
+    ddr = DynamicDataRemoval(n, ratio=0.5, removals=2, start=1 / 3, interval=1 / 3,
+                             generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
+    st = _state(torch.arange(n), 0, 3)
+    ddr.on_task_start(st, None)
+    _record(ddr, torch.arange(n), torch.ones(n, dtype=torch.bool), st)  # epoch 0: all right
+    ddr.on_epoch_end(st, type("T", (), {"id": 0})())
+    assert len(st.active_idx) == 15
+    st.epoch = 1
+    active = st.active_idx
+    forgot = active[:5]  # right in epoch 0, wrong now: one forgetting event each
+    _record(ddr, active, ~torch.isin(active, forgot), st)
+    assert ddr.forgets[forgot].tolist() == [1] * 5 and int(ddr.forgets.sum()) == 5
+    ddr.on_epoch_end(st, type("T", (), {"id": 0})())
+    removed = set(active.tolist()) - set(st.active_idx.tolist())
+    assert len(removed) == 5 and not removed & set(forgot.tolist())  # the forgotten ones are harder: kept
+    ddr.on_task_start(_state(torch.arange(n), 0, 3), None)  # a new task has no history
+    assert bool((ddr.prev == -1).all()) and not bool(ddr.forgets.any())
 
 
 def test_ddr_records_nothing_in_a_tasks_last_epoch():
@@ -227,6 +273,36 @@ def test_dgm_keeps_only_active_entries_under_a_weight_mask():
     assert dgm.grad_densities() == {"weight": 0.2}
 
 
+def test_dgm_rescores_at_once_when_the_weight_masks_change():
+    """A weight TDM grows mid-interval gets its gradient on the next step, not at the next scheduled refresh."""
+    weight = nn.Parameter(torch.zeros(2, 4))
+    wmask = torch.tensor([[True, True, False, False], [True, True, False, False]])
+
+    class Engine:
+        mask_version = 0
+        masks = {"weight": wmask}
+
+        def premasked(self, params):
+            pass
+
+    engine = Engine()
+    dgm = DynamicGradientMasking({"weight": weight}, ratio=0.5, interval=30, alpha=0.5, beta=0.5, engine=engine)
+    out = StepOutput(torch.zeros(()), torch.zeros(1), 1)
+    weight.grad = torch.arange(1.0, 9.0).view(2, 4)
+    dgm.after_backward(None, None, out)
+    assert dgm.refreshes == 1 and not dgm.refresh_due()
+    weight.grad = torch.arange(1.0, 9.0).view(2, 4)
+    dgm.after_backward(None, None, out)  # same masks: the gradient mask is reused
+    assert dgm.refreshes == 1
+    grown = torch.tensor([[True, True, True, True], [False, False, False, False]])
+    engine.masks, engine.mask_version = {"weight": grown}, 1  # a mask update (as TDM's) between steps
+    assert dgm.refresh_due()
+    weight.grad = torch.arange(1.0, 9.0).view(2, 4)
+    dgm.after_backward(None, None, out)
+    assert dgm.refreshes == 2 and weight.grad[0].tolist() == [1.0, 2.0, 3.0, 4.0]  # the grown weights' too
+    assert dgm.state_dict()["scored_under"] == 1
+
+
 def test_dgm_never_keeps_a_zero_score_gradient():
     """Fewer active entries score above 0 than there are slots: the release's top-k fills up with
     zero-score (inactive) entries, so exactly the positive-score active ones keep their gradient."""
@@ -255,3 +331,18 @@ def test_topk_mask_among_ranks_only_the_given_entries():
     assert topk_mask(score, 9, among).flatten().nonzero().flatten().tolist() == [1, 2, 4, 5]  # at most all
     assert topk_mask(score, 2).tolist() == [[True, False, False], [False, False, True]]  # no among: all ranked
     assert not topk_mask(score, 0, among).any()
+
+
+def test_sparcl_runs_resolve_masked_head_and_dgm_ratio():
+    """SparCL's importance terms are defined on the masked-head loss (the release's --use_cl_mask): on by
+    default in a SparCL run, off in a plain one, as set when given; g defaults to 1 - 0.8 x density."""
+    base = ["method=derpp", "buffer_size=100", "tasks=2"]
+    sparcl = make_config(TrainConfig, None, [*base, "sparcl.tdm=true", "sparcl.dgm=true", "sparsity.density=0.1"])
+    assert sparcl.continual.masked_head is True and sparcl.sparcl.dgm_ratio == 0.92
+    assert make_config(TrainConfig, None, [*base, "sparcl.ddr=true"]).continual.masked_head is True
+    assert make_config(TrainConfig, None, base).continual.masked_head is False
+    off = make_config(TrainConfig, None, [*base, "sparcl.ddr=true", "masked_head=false"])
+    assert off.continual.masked_head is False
+    dense_dgm = make_config(TrainConfig, None, [*base, "sparcl.dgm=true"])
+    assert dense_dgm.sparcl.dgm_ratio == 0.2  # dense layers: drop 20 % of the gradients, as at any density
+    assert make_config(TrainConfig, None, ["method=joint", "sparcl.ddr=true", "tasks=2"]).continual.masked_head is None

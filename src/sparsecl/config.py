@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 from sparsecl.configtools import choices, helpfield
 from sparsecl.continual.config import ContinualConfig
+from sparsecl.continual.methods import CL_METHODS
 from sparsecl.sparcl.config import SparclConfig
 from sparsecl.sparse.config import SparsityConfig
+from sparsecl.sparse.methods import SPARSE_METHODS, SparseMethod
 from sparsecl.train.distill import DistillConfig
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -115,6 +117,29 @@ class TrainConfig:
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
         self._resolve_sparsity()
+        self._resolve_sparcl()
+
+    def _resolve_sparcl(self) -> None:
+        """SparCL's defaults that depend on other sections, and the combinations that cannot work."""
+        sc, sp, cl = self.sparcl, self.sparsity, self.continual
+        if sp.method == "lth" and self.tasks > 1:
+            raise ValueError("sparsity.method=lth needs tasks=1: it rewinds every weight to its early value between "
+                             "pruning rounds, which would erase the tasks trained before")
+        if cl.masked_head is None and "masked_head" in CL_METHODS.get(cl.method).options:
+            # SparCL's importance terms are defined on the masked-head loss (the release's --use_cl_mask)
+            self.continual = dataclasses.replace(cl, masked_head=sc.tdm or sc.ddr or sc.dgm)
+        if not sc.dgm:
+            return
+        if SPARSE_METHODS.get(sp.method).needs_dense_grad is not SparseMethod.needs_dense_grad:
+            raise ValueError(f"sparcl.dgm cannot run with sparsity.method={sp.method}: DGM zeroes the gradients of "
+                             "inactive weights, which that method grows by; use sparcl.tdm (or a method that "
+                             "reads no gradients: static, set, magnitude, gmp)")
+        sparsity = 1.0 - sp.density
+        if sc.dgm_ratio is None:  # the release's g = 0.8 at 75 % sparsity, scaled: drop 20 % of the active gradients
+            self.sparcl = dataclasses.replace(sc, dgm_ratio=round(1.0 - 0.8 * sp.density, 4))
+        elif sc.dgm_ratio <= sparsity:
+            raise ValueError(f"sparcl.dgm_ratio={sc.dgm_ratio} <= sparsity {sparsity:g}: g counts over ALL entries, so "
+                             f"DGM would keep every active gradient; use g > {sparsity:g} (default: 1 - 0.8 x density)")
 
     def _resolve_sparsity(self) -> None:
         """Under SparCL's TDM the mask engine holds a magnitude-pruned mask of SparCL's layers that only TDM

@@ -19,7 +19,9 @@ class ContinualConfig:
     replay_batch_size: examples per replay draw [minibatch_size]; 0 = the current batch's size.
     alpha:             weight of DER/DER++'s logit-matching MSE term (mammoth DER++ at B=200: 0.1).
     beta:              weight of DER++'s replay CE term (0.5).
-    masked_head:       current-data CE over the current task's classes only (SparCL's ``--use_cl_mask``).
+    masked_head:       current-data CE over the current task's classes only (SparCL's ``--use_cl_mask``);
+                       None: on in SparCL runs (any ``sparcl.*`` switch on; the run config resolves it), else
+                       off.
     buffer_policy:     a ``BUFFER_POLICIES`` name: reservoir (mammoth), class-balanced, after-task
                        (Avalanche's experience-balanced filling).
     agem_batch:        A-GEM's reference-gradient sample size (the paper's P = 256).
@@ -33,7 +35,7 @@ class ContinualConfig:
     replay_batch_size: int = 32
     alpha: float = 0.1
     beta: float = 0.5
-    masked_head: bool = False
+    masked_head: bool | None = None
     buffer_policy: str = "reservoir"
     agem_batch: int = 256
 
@@ -52,8 +54,8 @@ class ContinualConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        if not isinstance(self.masked_head, bool):
-            raise ValueError(f"masked_head must be true or false, got {self.masked_head!r}")
+        if self.masked_head is not None and not isinstance(self.masked_head, bool):
+            raise ValueError(f"masked_head must be true, false or none, got {self.masked_head!r}")
         reads = CL_METHODS.get(self.method).options
         if "buffer_size" in reads and self.buffer_size == 0:
             raise ValueError(f"method {self.method!r} keeps a buffer: buffer_size must be > 0")

@@ -14,8 +14,10 @@ class SparclConfig:
 
     The release's schedule for 50 epochs per task is reproduced by the defaults, written as fractions of
     a task: TDM updates every 5/50 = 0.1 of a task and freezes the mask at 45/50 = 0.9; DDR removes 30 % of
-    the data in 4 equal steps at 5, 10, 15, 20 of 50 epochs (start 0.1, interval 0.1); DGM keeps the top
-    20 % of gradient entries (g = 0.8) and refreshes its mask every 30 iterations.
+    the data in 4 equal steps at 5, 10, 15, 20 of 50 epochs (start 0.1, interval 0.1); DGM drops the
+    fraction g of each sparse layer's gradient entries, counted over all entries (release: g = 0.8 at 75 %
+    sparsity; default here 1 - 0.8 x density, the same 20 % of the active gradients at any sparsity), and
+    refreshes its mask every 30 iterations.
     """
 
     tdm: bool = helpfield("task-aware dynamic masking (weight sparsity at sparsity.density)", default=False)
@@ -37,7 +39,8 @@ class SparclConfig:
     ddr_start: float = helpfield("first removal, as a fraction of the task", default=0.1)
     ddr_interval: float = helpfield("time between removals, as a fraction of the task", default=0.1)
     # DGM
-    dgm_ratio: float = helpfield("g: fraction of each sparse layer's gradient entries dropped (over all entries)", default=0.8)
+    dgm_ratio: float | None = helpfield("g: fraction of each sparse layer's gradient entries dropped, counted over ALL "
+                                        "entries (none: 1 - 0.8 x sparsity.density, the release's 0.8 at 75 %)", default=None)
     dgm_interval: int = helpfield("iterations between gradient-mask refreshes", default=30)
     dgm_alpha_g: float = helpfield("weight of the current-task gradient in the gradient importance", default=0.5)
     dgm_beta_g: float = helpfield("weight of the buffer gradient in the gradient importance", default=0.5)
@@ -64,7 +67,7 @@ class SparclConfig:
         cutoff = self.ddr_start + (self.ddr_removals - 1) * self.ddr_interval
         if cutoff >= 1:
             raise ValueError(f"sparcl: the last DDR removal falls at {cutoff:.2f} of the task, after its end; lower ddr_start/ddr_interval/ddr_removals")
-        if not 0 < self.dgm_ratio < 1:
+        if self.dgm_ratio is not None and not 0 < self.dgm_ratio < 1:
             raise ValueError(f"sparcl.dgm_ratio must be in (0, 1), got {self.dgm_ratio}")
         if self.dgm_interval < 1:
             raise ValueError(f"sparcl.dgm_interval must be >= 1, got {self.dgm_interval}")

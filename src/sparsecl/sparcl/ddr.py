@@ -4,8 +4,11 @@ Per training example of the current task, the correctness of its (unmasked-head)
 after every forward. At each scheduled removal the examples are scored by their number of forgetting
 events (correct -> wrong transitions, Toneva et al. 2019) since the last removal; an example never
 predicted correctly in that window counts as the hardest (score = +inf). The lowest-scoring (easiest)
-examples are removed from the task's training set and the statistics reset. Each task restarts from its
-full split.
+examples are removed from the task's training set and the window's statistics (event counts, learned
+flags) reset. The correctness of each example's LAST presentation is kept across a removal, so the first
+presentation after it can count an event: at a few epochs per task a window is one epoch, one
+presentation per example, and a window that forgot its past could never see a transition (every score
+0 or +inf, the removal random among the learned examples). Each task restarts from its full split.
 
 Schedule (release: 30 % of the data in 4 equal steps at epochs 5, 10, 15, 20 of 50) is written as
 fractions of a task: removal k falls at ``ddr_start + k * ddr_interval``. Deviation, documented: a
@@ -48,10 +51,11 @@ class DynamicDataRemoval(Component):
     def on_task_start(self, state: LoopState, task: Task) -> None:
         self.done = 0
         self.full_size = int(state.active_idx.numel()) if state.active_idx is not None else 0
+        self.prev.fill_(-1)
         self._reset()
 
     def _reset(self) -> None:
-        self.prev.fill_(-1)
+        """A new window: its event counts and learned flags start afresh (``prev`` is the history)."""
         self.forgets.zero_()
         self.learned.zero_()
 

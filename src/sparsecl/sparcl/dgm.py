@@ -8,8 +8,10 @@ masked, so inactive weights score 0 and the kept entries are the top (1 - g) N a
 (about 20 % of the active gradients dropped at g = 0.8, s = 0.75). Here the dense gradient is still
 unmasked when DGM runs, so only the active entries are ranked, to the same effect (and O(active) instead
 of a top-k over the whole layer: 0.05 vs 2.5 ms per layer of the SparCL MLP at 95 %). The gradient
-mask is recomputed every ``interval`` iterations (release: 30) and reused in between; dense layers keep
-dense gradients.
+mask is recomputed every ``interval`` iterations (release: 30) and reused in between, and at once after
+any change of the weight masks (TDM's updates: a newly grown weight would otherwise get no gradient until
+the next scheduled refresh; the release refreshes after every mask update); dense layers keep dense
+gradients.
 
 Deviation: the release scores with the merged gradient of the total loss (alpha_g = beta_g on one
 term). Here the paper's two-term form is used when the method reports the split (``StepOutput.parts``),
@@ -53,11 +55,15 @@ class DynamicGradientMasking(Component):
         self._key: tuple[int, int] | None = None  # (refreshes, engine.mask_version) the densities belong to
         self.refreshes = 0
         self.since = 0  # iterations since the last refresh
+        self.scored_under: int | None = None  # the engine's mask_version the gradient masks were scored under
         self._active: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (weight mask, its flat nonzeros)
         self._combined: dict[str, tuple[tuple[int, int], torch.Tensor, bool]] = {}  # name -> (key, mask, sparse)
 
     def refresh_due(self) -> bool:
-        return not self.masks or self.since >= self.interval
+        return not self.masks or self.since >= self.interval or self.scored_under != self._mask_version()
+
+    def _mask_version(self) -> int:
+        return getattr(self.engine, "mask_version", 0)
 
     def before_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
         if self.refresh_due() and has_buffer_part(out):
@@ -81,7 +87,7 @@ class DynamicGradientMasking(Component):
         """What multiplies the gradient: the gradient mask, times the weight mask for a sparse layer (one
         multiply instead of two, exactly the same product of 0/1 factors). Cached until either changes."""
         weights = self.engine.masks if self.engine is not None else {}
-        key = (self.refreshes, getattr(self.engine, "mask_version", 0))
+        key = (self.refreshes, self._mask_version())
         hit = self._combined.get(name)
         if hit is None or hit[0] != key:
             mask = self.masks[name] * weights[name] if name in weights else self.masks[name]
@@ -111,6 +117,7 @@ class DynamicGradientMasking(Component):
         self._gcur = None
         self.since = 0
         self.refreshes += 1
+        self.scored_under = self._mask_version()
 
     def _active_index(self, name: str, mask: torch.Tensor) -> torch.Tensor:
         """Flat indices of the active weights, cached per mask tensor (the engine replaces it on change)."""
@@ -123,7 +130,7 @@ class DynamicGradientMasking(Component):
     def grad_densities(self) -> dict[str, float]:
         """Weight-gradient density per layer: entries with an active weight AND a kept gradient
         (recomputed only when the gradient masks or the weight masks changed)."""
-        key = (self.refreshes, getattr(self.engine, "mask_version", 0))
+        key = (self.refreshes, self._mask_version())
         if key != self._key:
             self._densities = {name: float(self._applied(name)[0].sum()) / m.numel() for name, m in self.masks.items()}
             self._key = key
@@ -134,10 +141,12 @@ class DynamicGradientMasking(Component):
         self.refreshes += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"masks": dict(self.masks), "since": self.since, "refreshes": self.refreshes}
+        return {"masks": dict(self.masks), "since": self.since, "refreshes": self.refreshes,
+                "scored_under": self.scored_under}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.masks = {k: v.to(self.params[k].device) for k, v in sd["masks"].items()}
         self.since, self.refreshes = sd["since"], sd["refreshes"]
+        self.scored_under = sd.get("scored_under", self._mask_version())  # older checkpoints: as loaded
         self._key = None
         self._combined = {}

@@ -166,6 +166,9 @@ class TaskAwareDynamicMasking(Component):
                 low = target - e if ev.kind == "cycle" else target
                 new = drop_smallest(mask, self.importance(i), max(count - low, 0), self.generator)
                 if ev.kind == "cycle":
+                    # install the drop first: a weight dropped and regrown in the same cycle restarts at 0
+                    # with zero optimizer state, like every regrown weight (release, spec)
+                    self.engine.set_mask(name, new)
                     new = self._grow(i, new, target - low)
             self.engine.set_mask(name, new)
         self.log.append({"task": state.task, "event": ev.kind, "at": ev.at,

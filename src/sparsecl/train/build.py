@@ -140,7 +140,7 @@ def build_run(cfg: TrainConfig) -> Run:
                                 consumers=sparcl.components)
     distill = build_distillation(cfg, ds, device)
     components: list[Component] = [method, execution, *([distill] if distill else []), *sparcl.components, flops]
-    return Run(cfg, ds, stream, transform, model, optimizer, LrSchedule(optimizer, cfg), method, engine, flops,
+    return Run(cfg, ds, stream, transform, model, optimizer, LrSchedule(optimizer, cfg, sparsity.multiplier), method, engine, flops,
                components, plan, epochs, execution, distill, gens)
 
 

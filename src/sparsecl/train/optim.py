@@ -38,43 +38,55 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:  # noq
     return OPTIMIZERS.get(cfg.optimizer)(model.parameters(), cfg)
 
 
-LrFactor = Callable[[int, int, int], float]  # (step in task, steps per task, epochs per task) -> factor
+LrFactor = Callable[[float, int], float]  # (position in nominal epochs, nominal epochs per task) -> factor
 LR_SCHEDULES: Registry[Callable[..., LrFactor]] = Registry("lr schedule")
 
 
 @LR_SCHEDULES.register("constant")
 def _constant(cfg) -> LrFactor:  # noqa: ANN001
-    return lambda step, total, epochs: 1.0
+    return lambda pos, epochs: 1.0
 
 
 @LR_SCHEDULES.register("cosine")
 def _cosine(cfg) -> LrFactor:  # noqa: ANN001
-    # 0.5 (1 + cos(pi t / T)) over each task's planned steps (SGDR-style restart at every task)
-    return lambda step, total, epochs: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    # 0.5 (1 + cos(pi t / T)) over each task (SGDR-style restart at every task)
+    return lambda pos, epochs: 0.5 * (1.0 + math.cos(math.pi * min(pos, epochs) / epochs))
 
 
 @LR_SCHEDULES.register("step")
 def _step(cfg) -> LrFactor:  # noqa: ANN001
     marks = tuple(cfg.lr_step_epochs)
-
-    def factor(step: int, total: int, epochs: int) -> float:
-        epoch = step * epochs // max(total, 1)
-        return cfg.lr_gamma ** sum(epoch >= m for m in marks)
-
-    return factor
+    return lambda pos, epochs: cfg.lr_gamma ** sum(pos >= m for m in marks)
 
 
 class LrSchedule:
-    """Sets every param group's lr to ``base_lr * factor(step in task)``: stateless, so resume is exact."""
+    """Sets every param group's lr to ``base_lr * factor(position)`` before each step: stateless, so resume
+    is exact.
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg) -> None:  # noqa: ANN001
+    The position is where the step falls in the task's NOMINAL training, in epochs: executed epoch + the
+    fraction of that epoch's batches already done, so an epoch that Dynamic Data Removal shortened still
+    spans one epoch of the schedule (a step count planned on the full split would leave the schedule
+    unfinished). RigL_Mx (``sparsity.multiplier`` M) trains M times longer: the position is divided by M,
+    so every anchor (cosine's end, ``lr_step_epochs``) scales along (RigL, Evci et al. 2020, "all schedule
+    anchors scaled"). Lottery-ticket rewinding trains R + 1 rounds: the schedule restarts with every round,
+    each a full training as in Frankle & Carbin (2019).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg, stretch: int = 1) -> None:  # noqa: ANN001
         self.optimizer = optimizer
         self.base = [g["lr"] for g in optimizer.param_groups]
         self.factor = LR_SCHEDULES.get(cfg.lr_schedule)(cfg)
         self.constant = cfg.lr_schedule == "constant"
+        self.epochs, self.stretch = cfg.epochs, stretch
 
-    def apply(self, task_step: int, steps_per_task: int, epochs: int) -> float:
-        f = self.factor(task_step, steps_per_task, epochs)
+    def position(self, epoch: int, done: float) -> float:
+        """Nominal epochs into the current round for executed ``epoch`` (0-based) with the fraction
+        ``done`` of its batches behind."""
+        period = self.epochs * self.stretch  # executed epochs per round (a task trains rounds x period)
+        return (epoch % period + done) / self.stretch
+
+    def apply(self, epoch: int, done: float) -> float:
+        f = self.factor(self.position(epoch, done), self.epochs)
         if not self.constant:
             for g, base in zip(self.optimizer.param_groups, self.base):
                 g["lr"] = base * f
