@@ -227,7 +227,7 @@ def test_sparcl_flops_by_hand_on_a_two_layer_model():
 
     class Grads:
         @staticmethod
-        def grad_densities():
+        def step_grad_densities():
             return {"0.weight": 0.25}
 
     meter = FlopsMeter(model, (4,), Engine(), grad_density=Grads())
@@ -243,6 +243,22 @@ def test_sparcl_flops_by_hand_on_a_two_layer_model():
     meter.after_step(None, None, StepOutput(torch.zeros(()), torch.zeros(1), n_forward=10, n_forward_only=2))
     assert meter.report()["train"] == 2 * 708
     assert profile_layers(model, (4,))[0].param == "0.weight"
+    # an extra backward (SparCL's gradient split) over the step's 10 examples: activations 24 + weights at
+    # the WEIGHT density 2*(12*0.5 + 6) = 24 per example; dense 2 * 36
+    meter.after_step(None, None, StepOutput(torch.zeros(()), torch.zeros(1), n_forward=10, extra_backward=1))
+    rep = meter.report()
+    assert rep["train"] == 2 * 708 + 660 + 480 and rep["train_dense"] == 3 * 1152 - 72 + 720
+
+    class Regrow:  # a component that needs dense weight gradients on this step (TDM's gradient regrowth)
+        @staticmethod
+        def needs_dense_grad(state):
+            return True
+
+    dense = FlopsMeter(model, (4,), Engine(), grad_density=Grads(), consumers=[Regrow()])
+    dense.before_forward(None, None)
+    dense.after_step(None, None, StepOutput(torch.zeros(()), torch.zeros(1), n_forward=10))
+    # weights' gradient dense: 2*(12 + 6) = 36 per example instead of 18
+    assert dense.report()["train"] == 10 * (24 + 24 + 36)
 
 
 def test_dgm_keeps_only_active_entries_under_a_weight_mask():
@@ -292,8 +308,9 @@ def test_dgm_rescores_at_once_when_the_weight_masks_change():
     dgm.after_backward(None, None, out)
     assert dgm.refreshes == 1 and not dgm.refresh_due()
     weight.grad = torch.arange(1.0, 9.0).view(2, 4)
+    assert dgm.step_grad_densities() is None  # a refresh step is charged the whole active gradient
     dgm.after_backward(None, None, out)  # same masks: the gradient mask is reused
-    assert dgm.refreshes == 1
+    assert dgm.refreshes == 1 and dgm.step_grad_densities() == {"weight": 0.5}
     grown = torch.tensor([[True, True, True, True], [False, False, False, False]])
     engine.masks, engine.mask_version = {"weight": grown}, 1  # a mask update (as TDM's) between steps
     assert dgm.refresh_due()

@@ -56,6 +56,7 @@ class DynamicGradientMasking(Component):
         self.refreshes = 0
         self.since = 0  # iterations since the last refresh
         self.scored_under: int | None = None  # the engine's mask_version the gradient masks were scored under
+        self.refreshed = False  # this step rescored (it computed the whole active gradient)
         self._active: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (weight mask, its flat nonzeros)
         self._combined: dict[str, tuple[tuple[int, int], torch.Tensor, bool]] = {}  # name -> (key, mask, sparse)
 
@@ -70,7 +71,8 @@ class DynamicGradientMasking(Component):
             self._gcur = current_grads(out, list(self.params.values()))
 
     def after_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
-        if self.refresh_due():
+        self.refreshed = self.refresh_due()
+        if self.refreshed:
             self._refresh()
         self.since += 1
         done = []
@@ -126,6 +128,11 @@ class DynamicGradientMasking(Component):
             cached = (mask, mask.reshape(-1).nonzero().squeeze(1))
             self._active[name] = cached
         return cached[1]
+
+    def step_grad_densities(self) -> dict[str, float] | None:
+        """The weight-gradient densities this step is charged at (FLOPs): None (the weight densities) on a
+        refresh step, whose scores need the whole active gradient; else ``grad_densities()``."""
+        return None if self.refreshed else self.grad_densities()
 
     def grad_densities(self) -> dict[str, float]:
         """Weight-gradient density per layer: entries with an active weight AND a kept gradient

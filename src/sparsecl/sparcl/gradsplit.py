@@ -14,9 +14,11 @@ from sparsecl.train.hooks import StepOutput
 
 
 def current_grads(out: StepOutput, params: list[torch.Tensor]) -> list[torch.Tensor]:
-    """d(current-data loss)/d(params); call before the loop's backward (keeps the graph alive)."""
+    """d(current-data loss)/d(params); call before the loop's backward (keeps the graph alive). The
+    backward is counted on ``out.extra_backward`` (training FLOPs)."""
     current = out.parts["current"] if out.parts and "current" in out.parts else out.loss
     grads = torch.autograd.grad(current, params, retain_graph=True, allow_unused=True)
+    out.extra_backward += 1
     return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
 
 

@@ -254,6 +254,22 @@ class TrainFlopsCounter:
         self.examples += n
         return added
 
+    def add_backward(self, n_examples: int, densities: Mapping[str, float]) -> float:
+        """Count an extra backward pass over ``n_examples`` of an already counted forward (gradients to the
+        activations and to the active weights, as in ``add_step``); returns the FLOPs it added."""
+        n = _check_count(n_examples)
+        dens = _aligned(self.profile, densities, [1.0] * len(self.profile), "density")
+        added = 0.0
+        for i, cost in enumerate(self.profile):
+            flops = n * self._dense[i] * dens[i]
+            layer = self._layers[cost.param]
+            layer["grad_input"] += flops
+            layer["grad_weight"] += flops
+            added += 2 * flops
+        self.total += added
+        self.total_dense += n * sum(self._dense) * 2
+        return added
+
     def add_eval(self, n_examples: int, densities: Mapping[str, float]) -> float:
         """Count an evaluation forward over ``n_examples`` (kept in ``eval_total``); returns its FLOPs."""
         n = _check_count(n_examples)

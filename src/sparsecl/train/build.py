@@ -135,7 +135,7 @@ def build_run(cfg: TrainConfig) -> Run:
     ctx.weight_masks = lambda: engine.masks
 
     sparcl = build_sparcl(cfg, model, engine, method, stream, gens["sparcl"], device)
-    flops = FlopsMeter(model, ds.input_shape, engine, grad_density=sparcl.grad_density)
+    flops = FlopsMeter(model, ds.input_shape, engine, grad_density=sparcl.grad_density, consumers=sparcl.components)
     execution = SparseExecution(model, engine, sparsity.execution, method.forward_batch(cfg.batch_size),
                                 consumers=sparcl.components)
     distill = build_distillation(cfg, ds, device)

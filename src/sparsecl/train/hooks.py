@@ -29,6 +29,8 @@ class StepOutput:
     n_forward_only: examples forwarded without a backward pass (e.g. logits computed under no_grad).
     parts:     the loss split by data source, summing to ``loss``: ``{"current": ..., "buffer": ...}``
                (rehearsal methods). SparCL's importance scores need the two gradients separately.
+    extra_backward: backward passes over this step's graph besides the loop's own (SparCL's gradient
+               split, ``sparcl.gradsplit``), each over the ``n_forward`` examples: the FLOPs meter charges them.
     """
 
     loss: torch.Tensor
@@ -36,6 +38,7 @@ class StepOutput:
     n_forward: int
     n_forward_only: int = 0
     parts: dict[str, torch.Tensor] | None = None
+    extra_backward: int = 0
 
 
 @dataclass

@@ -69,28 +69,39 @@ class FlopsMeter(Component):
     """Charges training FLOPs per step, RigL/SparCL convention (spec/SPARCL.md "Training FLOPs").
 
     Forward and activation-gradient FLOPs at the active densities, weight-gradient FLOPs at the
-    gradient densities (DGM) or dense on steps that needed the dense weight gradient (RigL updates,
-    SNFS), over every example forwarded with grad (current + replay), and forward-only examples at 1x.
-    Densities are re-read only when the masks changed (``engine.mask_version``), and consecutive steps
-    with the same densities are counted in one call.
+    gradient densities (DGM; at the weight densities on DGM's refresh steps, which score the whole active
+    gradient) or dense on steps that needed the dense weight gradient (RigL updates, SNFS, and the
+    steps a component asks dense gradients for: ``consumers``' ``needs_dense_grad``, e.g. TDM's
+    gradient regrowth), over every example forwarded with grad (current + replay), forward-only examples
+    at 1x, and the extra backward passes a step reports (``StepOutput.extra_backward``: SparCL's
+    gradient split) at 2x. Densities are re-read only when the masks changed (``engine.mask_version``),
+    and consecutive steps with the same densities are counted in one call.
     """
 
-    def __init__(self, model: torch.nn.Module, input_shape: tuple[int, ...], engine: Any, grad_density: Any = None) -> None:
+    def __init__(self, model: torch.nn.Module, input_shape: tuple[int, ...], engine: Any, grad_density: Any = None,
+                 consumers: list[Component] | None = None) -> None:
         self.profile = profile_layers(model, input_shape)
         self.counter = TrainFlopsCounter(self.profile)
         self.engine = engine
-        self.grad_density = grad_density  # an object with grad_densities() -> dict, or None
+        self.grad_density = grad_density  # an object with step_grad_densities() -> dict | None, or None
+        self.consumers = list(consumers or [])
         self._key: tuple | None = None
         self._dens: dict[str, float] = {}
         self._grads: dict[str, float] | None = None
         self._dense_grad = False
-        self._pending = self._pending_fwd = 0  # examples charged at the current key, not yet counted
+        self._step_dense = False  # a consumer asked for dense weight gradients this step
+        self._pending = self._pending_fwd = self._pending_bwd = 0  # examples charged at the current key
+
+    def before_forward(self, state: LoopState, batch: Batch) -> None:
+        self._step_dense = any(c.needs_dense_grad(state) for c in self.consumers)
 
     def after_step(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
         # Steps with the same densities and gradient mode are charged together (the count is linear in
         # the number of examples), so the per-step cost is building a small key.
-        grads = self.grad_density.grad_densities() if self.grad_density is not None else None
-        dense_grad = self.engine.last_step.dense_weight_grad
+        dense_grad = self.engine.last_step.dense_weight_grad or self._step_dense
+        grads = None
+        if self.grad_density is not None and not dense_grad:
+            grads = self.grad_density.step_grad_densities()
         key = (getattr(self.engine, "mask_version", None), dense_grad, None if grads is None else tuple(grads.items()))
         if key != self._key:
             self._flush()
@@ -98,6 +109,7 @@ class FlopsMeter(Component):
             self._dens = dict(self.engine.densities()["layers"])
         self._pending += out.n_forward
         self._pending_fwd += out.n_forward_only
+        self._pending_bwd += out.extra_backward * out.n_forward
 
     def _flush(self) -> None:
         if self._pending:
@@ -105,7 +117,9 @@ class FlopsMeter(Component):
                                   dense_weight_grad=self._dense_grad)
         if self._pending_fwd:
             self.counter.add_step(self._pending_fwd, self._dens, backward=False)
-        self._pending = self._pending_fwd = 0
+        if self._pending_bwd:
+            self.counter.add_backward(self._pending_bwd, self._dens)
+        self._pending = self._pending_fwd = self._pending_bwd = 0
 
     def report(self) -> dict[str, float]:
         self._flush()
@@ -121,9 +135,11 @@ class FlopsMeter(Component):
         # the pending group travels as it is: flushing here would make the float sums depend on when
         # checkpoints were taken, and a resumed run must count exactly like an uninterrupted one
         return {"counter": self.counter.state_dict(), "key": self._key, "dens": self._dens, "grads": self._grads,
-                "dense_grad": self._dense_grad, "pending": self._pending, "pending_fwd": self._pending_fwd}
+                "dense_grad": self._dense_grad, "pending": self._pending, "pending_fwd": self._pending_fwd,
+                "pending_bwd": self._pending_bwd}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.counter.load_state_dict(sd["counter"])
         self._key, self._dens, self._grads = sd["key"], sd["dens"], sd["grads"]
         self._dense_grad, self._pending, self._pending_fwd = sd["dense_grad"], sd["pending"], sd["pending_fwd"]
+        self._pending_bwd = sd.get("pending_bwd", 0)  # checkpoints before extra backward passes were charged
