@@ -363,3 +363,27 @@ def test_sparcl_runs_resolve_masked_head_and_dgm_ratio():
     dense_dgm = make_config(TrainConfig, None, [*base, "sparcl.dgm=true"])
     assert dense_dgm.sparcl.dgm_ratio == 0.2  # dense layers: drop 20 % of the gradients, as at any density
     assert make_config(TrainConfig, None, ["method=joint", "sparcl.ddr=true", "tasks=2"]).continual.masked_head is None
+
+
+def test_ddr_task_window_ranks_by_the_whole_history():
+    """``window="task"``: counts survive a removal, so examples forgotten before the first removal still
+    rank hardest at the second; the default window starts afresh (all scores 0 here)."""
+    n = 12
+    for window in ("task", "removal"):
+        ddr = DynamicDataRemoval(n, ratio=0.5, removals=2, start=1 / 4, interval=1 / 4,
+                                 generator=torch.Generator().manual_seed(0), device=torch.device("cpu"), window=window)
+        st = _state(torch.arange(n), 0, 4)
+        ddr.on_task_start(st, None)
+        forgetful = torch.arange(n) < 3
+        _record(ddr, torch.arange(n), torch.ones(n, dtype=torch.bool), st)  # all right
+        _record(ddr, torch.arange(n), ~forgetful, st)  # 0-2 forget (one event each)
+        _record(ddr, torch.arange(n), torch.ones(n, dtype=torch.bool), st)  # all right again
+        ddr.on_epoch_end(st, type("T", (), {"id": 0})())  # removes 3 of the never-forgotten 3-11
+        assert set(range(3)) <= set(st.active_idx.tolist())
+        st.epoch = 1
+        _record(ddr, st.active_idx, torch.ones(len(st.active_idx), dtype=torch.bool), st)  # all right
+        assert ddr.forgets[:3].tolist() == ([1, 1, 1] if window == "task" else [0, 0, 0])
+        ddr.on_epoch_end(st, type("T", (), {"id": 0})())  # removes 3 more
+        assert len(st.active_idx) == n - 6
+        if window == "task":
+            assert set(range(3)) <= set(st.active_idx.tolist())  # still the hardest: kept

@@ -32,7 +32,7 @@ def build_sparcl(cfg, model: torch.nn.Module, engine, method, stream, generator:
     if sc.ddr:
         n = int(stream.dataset.x_train.shape[0])
         parts.components.append(DynamicDataRemoval(n, sc.ddr_ratio, sc.ddr_removals, sc.ddr_start, sc.ddr_interval,
-                                                   generator, device))
+                                                   generator, device, window=sc.ddr_window))
     if sc.dgm:
         names = [layer.name for layer in engine.layers] or [s.name for s in select_layers(model, sc.layers, False, False)]
         params = dict(model.named_parameters())

@@ -38,6 +38,9 @@ class SparclConfig:
     ddr_removals: int = helpfield("number of equal removal steps", default=4)
     ddr_start: float = helpfield("first removal, as a fraction of the task", default=0.1)
     ddr_interval: float = helpfield("time between removals, as a fraction of the task", default=0.1)
+    ddr_window: str = helpfield("what a removal scores: removal (spec, release: forgetting events since the last "
+                                "removal) | task (since the task began: more than one presentation per example "
+                                "when removals are one epoch apart)", default="removal")
     # DGM
     dgm_ratio: float | None = helpfield("g: fraction of each sparse layer's gradient entries dropped, counted over ALL "
                                         "entries (none: 1 - 0.8 x sparsity.density, the release's 0.8 at 75 %)", default=None)
@@ -49,6 +52,7 @@ class SparclConfig:
         choices("sparcl.tdm_importance", self.tdm_importance, ("paper", "release"))
         choices("sparcl.tdm_regrow", self.tdm_regrow, ("random", "gradient"))
         choices("sparcl.layers", self.layers, ("sparcl", "all"))
+        choices("sparcl.ddr_window", self.ddr_window, ("removal", "task"))
         fractions = {"tdm_interval": self.tdm_interval, "tdm_freeze": self.tdm_freeze,
                      "ddr_start": self.ddr_start, "ddr_interval": self.ddr_interval}
         for name, v in fractions.items():

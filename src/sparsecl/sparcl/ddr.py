@@ -6,9 +6,14 @@ events (correct -> wrong transitions, Toneva et al. 2019) since the last removal
 predicted correctly in that window counts as the hardest (score = +inf). The lowest-scoring (easiest)
 examples are removed from the task's training set and the window's statistics (event counts, learned
 flags) reset. The correctness of each example's LAST presentation is kept across a removal, so the first
-presentation after it can count an event: at a few epochs per task a window is one epoch, one
-presentation per example, and a window that forgot its past could never see a transition (every score
-0 or +inf, the removal random among the learned examples). Each task restarts from its full split.
+presentation after it counts an event against the one before. Each task restarts from its full split.
+
+Few epochs per task: the release removes every 5 of 50 epochs, so a window holds 5 presentations of each
+example. At 5-10 epochs per task the removals fall one epoch apart and a window holds ONE presentation: an
+example wrong at it is "never learned" (+inf) whatever its history, one right at it has no event in the
+window, so the score only splits right from wrong and the removal is random among the examples right at
+their last presentation. ``window="task"`` (``sparcl.ddr_window=task``, a deviation) counts events and
+learned flags since the task began instead, so later removals rank by the whole history.
 
 Schedule (release: 30 % of the data in 4 equal steps at epochs 5, 10, 15, 20 of 50) is written as
 fractions of a task: removal k falls at ``ddr_start + k * ddr_interval``. Deviation, documented: a
@@ -37,8 +42,11 @@ from sparsecl.train.hooks import Component, LoopState, StepOutput
 
 class DynamicDataRemoval(Component):
     def __init__(self, num_examples: int, ratio: float, removals: int, start: float, interval: float,
-                 generator: torch.Generator, device: torch.device) -> None:
+                 generator: torch.Generator, device: torch.device, window: str = "removal") -> None:
+        if window not in ("removal", "task"):
+            raise ValueError(f"DDR window must be 'removal' or 'task', got {window!r}")
         self.ratio, self.removals, self.start, self.interval = ratio, removals, start, interval
+        self.window = window
         self.generator = generator
         n = num_examples
         self.prev = torch.full((n,), -1, dtype=torch.int8, device=device)  # -1 unseen, 0 wrong, 1 right
@@ -97,7 +105,8 @@ class DynamicDataRemoval(Component):
         state.active_idx = active[keep]
         self.history.append({"task": task.id, "epoch": state.epoch, "removed": n,
                              "remaining": int(state.active_idx.numel())})
-        self._reset()
+        if self.window == "removal":
+            self._reset()
 
     def state_dict(self) -> dict[str, Any]:
         return {"prev": self.prev, "forgets": self.forgets, "learned": self.learned, "done": self.done,
