@@ -390,9 +390,28 @@ def test_joint_trains_once_on_the_union_of_all_tasks():
     tasks = ctx.stream.tasks
     assert method.train_indices(tasks[0]) is None
     assert torch.equal(method.train_indices(tasks[1]), torch.arange(ctx.stream.dataset.y_train.numel()))
-    perm = make_stream("permuted", _dataset(), 2)
-    with pytest.raises(ValueError, match="domain-il"):
-        create_method("joint", model, _cfg("joint"), MethodContext(perm, ctx.transform, _gen(0), ctx.device))
+
+
+def test_joint_on_domain_il_trains_every_task_view_of_every_example():
+    """Permuted tasks share their examples: Joint's union is of (task, example) pairs, each example in its
+    own task's view (task k's example i is index k N + i)."""
+    ds = _dataset()
+    perm = make_stream("permuted", ds, 2)
+    ctx = MethodContext(perm, BatchTransform((0.5,), (0.25,)), _gen(0), torch.device("cpu"))
+    model = create_model("mlp", (1, 4, 4), K, hidden=(8,), generator=_gen(2))
+    method = create_method("joint", model, _cfg("joint"), ctx)
+    n = ds.y_train.numel()
+    assert method.train_indices(perm.tasks[0]) is None
+    idx = method.train_indices(perm.tasks[1])
+    assert torch.equal(idx, torch.arange(2 * n))
+    pick = torch.tensor([3, n + 3, 2 * n - 1, 0])  # example 3 under both tasks' views, mixed order
+    b = method.make_batch(perm.tasks[1], pick, _gen(5))
+    raw = ds.x_train
+    want = torch.cat([perm.tasks[0].inputs(raw[[3]]), perm.tasks[1].inputs(raw[[3]]),
+                      perm.tasks[1].inputs(raw[[n - 1]]), perm.tasks[0].inputs(raw[[0]])])
+    assert torch.equal(b.x_raw, want) and not torch.equal(want[0], want[1])
+    assert torch.equal(b.y, ds.y_train[[3, 3, n - 1, 0]]) and torch.equal(b.idx, pick)
+    assert torch.equal(b.x, ctx.transform.test(want))  # no augmentation configured: the normalised view
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -418,3 +437,22 @@ def test_config_defaults_and_needs_buffer():
     assert cfg.needs_buffer and cfg.replay_batch_size == 32
     with pytest.raises(UnknownNameError, match="valid: agem"):
         create_method("nope", nn.Identity(), cfg, None)
+
+
+def test_joint_domain_il_run_end_to_end_with_data_removal(tmp_path):
+    """Through the loop: the last task trains on 2 x N (task, example) pairs; DDR indexes that space."""
+    from sparsecl.config import TrainConfig
+    from sparsecl.configtools import make_config
+    from sparsecl.train.build import build_run
+    from sparsecl.train.loop import Trainer
+
+    cfg = make_config(TrainConfig, None, ["dataset=digits", "stream=permuted", "tasks=2", "method=joint", "epochs=3",
+                                          "batch_size=64", "hidden=32", "sparcl.ddr=true", "progress=false",
+                                          "checkpoint.at_task_end=false", "checkpoint.keep_model=false"])
+    run = build_run(cfg)
+    n = run.stream.dataset.y_train.numel()
+    assert run.plan == [0, 3 * -(-2 * n // 64)]
+    summary = Trainer(run, tmp_path, stream_out=lambda *a: None).fit()
+    ddr = next(c for c in run.components if type(c).__name__ == "DynamicDataRemoval")
+    assert ddr.prev.numel() == 2 * n and ddr.history and summary["data_examples"] < 3 * 2 * n
+    assert len(summary["acc_matrix"]["class_il"][1]) == 2

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from sparsecl.data.batch import Batch
+from sparsecl.data.loader import make_batch
 from sparsecl.data.stream import Stream, Task
 from sparsecl.data.transforms import BatchTransform
 from sparsecl.train.hooks import Component, StepOutput
@@ -51,6 +52,10 @@ class ContinualMethod(Component):
 
     def compute_loss(self, batch: Batch) -> StepOutput:
         raise NotImplementedError
+
+    def make_batch(self, task: Task, idx: torch.Tensor, generator: torch.Generator) -> Batch:
+        """The training batch of examples ``idx`` (from ``train_indices``) of ``task``."""
+        return make_batch(self.ctx.stream, task, idx, self.ctx.transform, generator)
 
     def forward_batch(self, batch_size: int) -> int:
         """Examples one model forward carries in a training step (a hint for the layers' execution path)."""

@@ -213,7 +213,7 @@ class Trainer:
 
     def _step(self, task, idx: torch.Tensor, sums: torch.Tensor) -> None:  # noqa: ANN001
         r, st = self.run, self.state
-        batch = make_batch(r.stream, task, idx, r.transform, r.generators["augment"])
+        batch = r.method.make_batch(task, idx, r.generators["augment"])
         r.lr_schedule.apply(st.epoch, (self.sampler.cursor - 1) / max(self._batches, 1))
         for p in self._params:  # optimizer.zero_grad(set_to_none=True) without its profiler wrapping
             p.grad = None
