@@ -387,3 +387,18 @@ def test_ddr_task_window_ranks_by_the_whole_history():
         assert len(st.active_idx) == n - 6
         if window == "task":
             assert set(range(3)) <= set(st.active_idx.tolist())  # still the hardest: kept
+
+
+def test_tdm_on_tasks_too_short_for_the_schedule_still_ends_each_at_the_target(tmp_path):
+    """About 6 steps per task, 10 events needing 5 gradient batches each: superseded events are skipped
+    (logged), nothing fires after the freeze shrink, and the shrink happens by the task's end."""
+    run, summary = train(tmp_path, "sparcl.tdm=true", "sparsity.density=0.2", "epochs=1", "batch_size=128")
+    tdm = next(c for c in run.components if isinstance(c, TaskAwareDynamicMasking))
+    assert max(run.plan) <= 6
+    for t in range(2):
+        events = [e for e in tdm.log if e["task"] == t]
+        applied = [e["event"] for e in events if not e.get("skipped")]
+        assert applied[-1] == "shrink" and applied.count("shrink") == 1
+        assert any(e.get("skipped") for e in events)
+    assert [layer.count for layer in run.engine.layers] == tdm.target
+    assert abs(summary["density"]["overall"] - sum(tdm.target) / sum(l.numel for l in run.engine.layers)) < 1e-12

@@ -25,7 +25,9 @@ Grown weights start at 0 with zero optimizer state (``MaskEngine.set_mask``).
 Deviations, documented: (1) events fire at fractions of the task measured in batches, not only at epoch
 ends, so a task of one epoch has the full schedule; (2) an event that needs gradients (every shrink,
 and gradient regrowth) first collects them over the next ``tdm_grad_batches`` batches (release form:
-1), then acts: scores come from the model as it is when the event is due.
+1), then acts: scores come from the model as it is when the event is due; (3) a task too short for its
+schedule skips an event that is still collecting when the next falls due (logged with ``skipped``), and
+a shrink not done by the task's end happens then, so the target density holds at every task end.
 """
 
 from __future__ import annotations
@@ -88,10 +90,25 @@ class TaskAwareDynamicMasking(Component):
         self.next_event = 1
 
     def _due(self, state: LoopState) -> Event | None:
+        # a task too short for the schedule (an event still collecting gradients when the next falls due):
+        # the later event supersedes it, so nothing fires after the freeze; the skip is logged
+        while (self.next_event + 1 < len(self.events)
+               and state.task_progress + 1e-9 >= self.events[self.next_event + 1].at):
+            ev = self.events[self.next_event]
+            self.log.append({"task": state.task, "event": ev.kind, "at": ev.at, "skipped": True})
+            self.next_event += 1
         if self.next_event >= len(self.events):
             return None
         ev = self.events[self.next_event]
         return ev if state.task_progress + 1e-9 >= ev.at else None
+
+    def on_task_end(self, state: LoopState, task: Any) -> None:
+        """The freeze shrink always happens: a task that ended before it could collect its gradients
+        shrinks now, on what it collected (|w| alone if nothing), so every task ends at the target."""
+        if self.next_event < len(self.events):
+            self._due(state)  # log the events the shrink supersedes
+            self._apply(self.events[-1], state)
+            self.next_event = len(self.events)
 
     def _needs_grads(self, ev: Event) -> bool:
         return ev.kind != "expand" or self.cfg.tdm_regrow == "gradient"
