@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from sparsecl.configtools import helpfield
 from sparsecl.continual.buffer import BUFFER_POLICIES
 from sparsecl.continual.methods import CL_METHODS
 
@@ -30,14 +31,15 @@ class ContinualConfig:
     misplaced setting fails instead of being silently ignored.
     """
 
-    method: str = "sgd"
-    buffer_size: int = 0
-    replay_batch_size: int = 32
-    alpha: float = 0.1
-    beta: float = 0.5
-    masked_head: bool | None = None
-    buffer_policy: str = "reservoir"
-    agem_batch: int = 256
+    method: str = helpfield("sgd | joint | er | der | derpp | agem | er_ace", default="sgd")
+    buffer_size: int = helpfield("buffer capacity (0 for methods without a buffer: sgd, joint)", default=0)
+    replay_batch_size: int = helpfield("examples per replay draw (0: the current batch's size)", default=32)
+    alpha: float = helpfield("weight of DER/DER++'s logit-matching MSE term", default=0.1)
+    beta: float = helpfield("weight of DER++'s replay cross-entropy term", default=0.5)
+    masked_head: bool | None = helpfield("current-data CE over the current task's classes only (SparCL's "
+                                         "--use_cl_mask; none: on in SparCL runs, else off)", default=None)
+    buffer_policy: str = helpfield("reservoir | class-balanced | after-task", default="reservoir")
+    agem_batch: int = helpfield("A-GEM's reference-gradient sample size (the paper's P = 256)", default=256)
 
     def __post_init__(self) -> None:
         if self.method not in CL_METHODS:
