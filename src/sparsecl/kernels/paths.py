@@ -56,7 +56,7 @@ from torch import nn
 
 from sparsecl.kernels.backends import BACKEND_CHOICES
 from sparsecl.kernels.conv import SparseConv2d, conv_supported
-from sparsecl.kernels.gpu import GPU_CSR_MAX_DENSITY, GPU_CSR_MIN_NUMEL
+from sparsecl.kernels.gpu import choose_gpu_path
 from sparsecl.kernels.linear import SparseLinear
 from sparsecl.kernels.native import native_kernels
 from sparsecl.registry import Registry
@@ -138,16 +138,16 @@ def choose_path(
     """"csr" or "masked" for one nn.Linear; ``path`` other than "auto" is returned as is (validated).
 
     ``threads`` defaults to ``torch.get_num_threads()``; ``backend`` is the one the layer will use. The cost
-    models are CPU measurements: a layer on a GPU (``device`` "cuda") takes torch's CSR only where the H100
-    probes of ``kernels.gpu`` say cuSPARSE pays (density <= ``GPU_CSR_MAX_DENSITY`` on layers of at least
-    ``GPU_CSR_MIN_NUMEL`` weights); everything smaller runs the dense product.
+    models are CPU measurements: a layer on a GPU (``device`` "cuda") takes torch's CSR only where
+    :func:`sparsecl.kernels.gpu.choose_gpu_path` (the H100 probes) picks cuSPARSE for a non-2:4 weight;
+    everything else runs the dense product.
     """
     _validate(path, density, backend)
     if path != "auto":
         return path
     if device != "cpu":
-        big = out_features * in_features >= GPU_CSR_MIN_NUMEL
-        return "csr" if big and density <= GPU_CSR_MAX_DENSITY else "masked"
+        gpu = choose_gpu_path(out_features, in_features, batch, density, two_four=False)
+        return "csr" if gpu == "csr" else "masked"
     if density > MAX_CSR_DENSITY:
         return "masked"
     model = cost_model(threads or torch.get_num_threads(), backend)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sparsecl.configtools import choices, helpfield
+from sparsecl.sparcl.ddr import DDR_WINDOWS
 
 
 
@@ -52,7 +53,7 @@ class SparclConfig:
         choices("sparcl.tdm_importance", self.tdm_importance, ("paper", "release"))
         choices("sparcl.tdm_regrow", self.tdm_regrow, ("random", "gradient"))
         choices("sparcl.layers", self.layers, ("sparcl", "all"))
-        choices("sparcl.ddr_window", self.ddr_window, ("removal", "task"))
+        choices("sparcl.ddr_window", self.ddr_window, DDR_WINDOWS)
         fractions = {"tdm_interval": self.tdm_interval, "tdm_freeze": self.tdm_freeze,
                      "ddr_start": self.ddr_start, "ddr_interval": self.ddr_interval}
         for name, v in fractions.items():

@@ -40,11 +40,14 @@ from sparsecl.data.stream import Task
 from sparsecl.train.hooks import Component, LoopState, StepOutput
 
 
+DDR_WINDOWS = ("removal", "task")  # what a removal scores: since the last removal | since the task began
+
+
 class DynamicDataRemoval(Component):
     def __init__(self, num_examples: int, ratio: float, removals: int, start: float, interval: float,
                  generator: torch.Generator, device: torch.device, window: str = "removal") -> None:
-        if window not in ("removal", "task"):
-            raise ValueError(f"DDR window must be 'removal' or 'task', got {window!r}")
+        if window not in DDR_WINDOWS:
+            raise ValueError(f"DDR window must be one of {', '.join(DDR_WINDOWS)}, got {window!r}")
         self.ratio, self.removals, self.start, self.interval = ratio, removals, start, interval
         self.window = window
         self.generator = generator

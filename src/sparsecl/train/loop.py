@@ -117,7 +117,7 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        wall0, cpu0 = time.perf_counter(), time.process_time()
+        wall0, cpu0 = _clocks()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._begin()
@@ -127,8 +127,9 @@ class Trainer:
             self.progress.close()
             for s, h in previous.items():
                 signal.signal(s, h)
-        self.counters["wall_time_s"] = self.counters.get("wall_time_s", 0.0) + time.perf_counter() - wall0
-        self.counters["cpu_time_s"] = self.counters.get("cpu_time_s", 0.0) + time.process_time() - cpu0
+        wall, cpu = _clocks()
+        self.counters["wall_time_s"] = self.counters.get("wall_time_s", 0.0) + wall - wall0
+        self.counters["cpu_time_s"] = self.counters.get("cpu_time_s", 0.0) + cpu - cpu0
         return self._finish()
 
     def _on_signal(self, signum: int, frame: Any) -> None:  # noqa: ARG002
