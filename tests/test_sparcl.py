@@ -249,13 +249,8 @@ def test_sparcl_flops_by_hand_on_a_two_layer_model():
     rep = meter.report()
     assert rep["train"] == 2 * 708 + 660 + 480 and rep["train_dense"] == 3 * 1152 - 72 + 720
 
-    class Regrow:  # a component that needs dense weight gradients on this step (TDM's gradient regrowth)
-        @staticmethod
-        def needs_dense_grad(state):
-            return True
-
-    dense = FlopsMeter(model, (4,), Engine(), grad_density=Grads(), consumers=[Regrow()])
-    dense.before_forward(None, None)
+    # a step a component asked dense weight gradients for (TDM's gradient regrowth)
+    dense = FlopsMeter(model, (4,), Engine(), grad_density=Grads(), dense_step=lambda: True)
     dense.after_step(None, None, StepOutput(torch.zeros(()), torch.zeros(1), n_forward=10))
     # weights' gradient dense: 2*(12 + 6) = 36 per example instead of 18
     assert dense.report()["train"] == 10 * (24 + 24 + 36)

@@ -240,9 +240,9 @@ class SparseExecution(Component):
             self.plans[module_name] = module.csr_plan
 
     def before_forward(self, state: LoopState, batch: Any) -> None:
-        if self.plans:
-            self.flags.dense_step = self.engine.needs_dense_grad() or any(
-                c.needs_dense_grad(state) for c in self.consumers)
+        # decided on every step, CSR plans or not: the FLOPs meter charges dense weight gradients by it
+        self.flags.dense_step = self.engine.needs_dense_grad() or any(
+            c.needs_dense_grad(state) for c in self.consumers)
 
     def paths(self) -> dict[str, str]:
         """Layer -> "csr" | "masked" for the current masks (what ``summary.json`` reports)."""

@@ -135,9 +135,10 @@ def build_run(cfg: TrainConfig) -> Run:
     ctx.weight_masks = lambda: engine.masks
 
     sparcl = build_sparcl(cfg, model, engine, method, stream, gens["sparcl"], device)
-    flops = FlopsMeter(model, ds.input_shape, engine, grad_density=sparcl.grad_density, consumers=sparcl.components)
     execution = SparseExecution(model, engine, sparsity.execution, method.forward_batch(cfg.batch_size),
                                 consumers=sparcl.components)
+    flops = FlopsMeter(model, ds.input_shape, engine, grad_density=sparcl.grad_density,
+                       dense_step=lambda: execution.flags.dense_step)
     distill = build_distillation(cfg, ds, device)
     components: list[Component] = [method, execution, *([distill] if distill else []), *sparcl.components, flops]
     return Run(cfg, ds, stream, transform, model, optimizer, LrSchedule(optimizer, cfg, sparsity.multiplier), method, engine, flops,
