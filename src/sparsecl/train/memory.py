@@ -6,7 +6,8 @@ dynamically as mmapped blocks are freed) with fresh pages and returns them to th
 step can pay a page fault per 4 KiB page of its large tensors. In the ResNet-18 CSR training step the
 zero fill of the dense-shaped weight gradients took 40-80 ms per 3 steps with glibc's defaults and 9-10 ms
 with this setting (``python benchmarks/profile_step.py resnet --density 0.1 --mode csr --threads 2``, with
-and without ``--no-malloc-reuse``). ``keep_freed_memory`` sets the mmap threshold to glibc's maximum
+and without ``--no-malloc-reuse``; session 6). A later sitting on the same VM measured 52-93 ms with or
+without it (benchmarks/RESULTS.md, "Session 7"): the gain depends on the host's memory management. ``keep_freed_memory`` sets the mmap threshold to glibc's maximum
 (32 MiB on 64-bit) and the trim threshold to 1 GiB, so blocks below 32 MiB come from the heap and stay
 there for the next step. This is a process-wide setting (the resident size stays at its peak instead of
 shrinking between steps); the run config's ``malloc_reuse`` turns it off. Elsewhere than glibc it does
