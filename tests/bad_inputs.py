@@ -14,6 +14,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("density below 1 without a method", ["train", *D, "sparsity.density=0.1"], r"needs a sparse-training method: set sparsity.method"),
     ("dense method with a density", ["train", *D, "sparsity.method=dense", "sparsity.density=0.5"], r"sparsity.method=dense trains every weight"),
     ("negative learning rate", ["train", *D, "lr=-1"], r"lr must be > 0, got -1.0"),
+    ("validation fraction of 1", ["train", *D, "validation=1"], r"validation must be a fraction in \[0, 1\), got 1.0"),
     ("zero epochs", ["train", *D, "epochs=0"], r"epochs must be >= 1, got 0"),
     ("unknown optimiser", ["train", *D, "optimizer=rmsprop"], r"optimizer='rmsprop' is not valid; choose one of: sgd, adam, adamw"),
     ("unknown continual method", ["train", *D, "method=foo"], r"unknown continual method 'foo'; valid: agem, der, derpp, er, er_ace, joint, sgd"),

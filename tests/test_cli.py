@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from sparsecl import cli
 from sparsecl.train.loop import TIMING_KEYS
@@ -105,3 +106,27 @@ def test_conv_models_train_sparse_with_flops(model, tmp_path):
     s = summary(out)
     assert 0.2 < s["flops"]["inference"] / s["flops"]["inference_dense"] < 0.5
     assert s["flops"]["train"] < s["flops"]["train_dense"]
+
+
+def test_validation_runs_evaluate_on_held_out_training_examples(tmp_path):
+    from sparsecl.config import TrainConfig
+    from sparsecl.configtools import make_config
+    from sparsecl.data.registry import load_dataset
+    from sparsecl.train.build import build_run
+
+    full = load_dataset("digits", None, False)
+    run = build_run(make_config(TrainConfig, None, [*TINY, "validation=0.2"]))
+    ds = run.stream.dataset
+    counts = torch.bincount(full.y_train, minlength=10)
+    assert torch.equal(torch.bincount(ds.y_test, minlength=10), (0.2 * counts.double()).round().long())
+    assert ds.x_train.shape[0] + ds.x_test.shape[0] == full.x_train.shape[0]
+    train_rows = {tuple(r.flatten().tolist()) for r in full.x_train}
+    assert all(tuple(r.flatten().tolist()) in train_rows for r in ds.x_test)  # never the test split
+    out = tmp_path / "run"
+    assert cli.main(["train", *TINY, "validation=0.2", "seed=1", "--out", str(out)]) == 0
+    s = summary(out)
+    assert s["evaluated_on"] == "validation" and s["examples_processed"] == 2 * ds.x_train.shape[0]
+    assert cli.main(["train", *TINY, "--out", str(tmp_path / "plain")]) == 0
+    assert summary(tmp_path / "plain")["evaluated_on"] == "test"
+    with pytest.raises(ValueError, match=r"validation must be a fraction in \[0, 1\)"):
+        make_config(TrainConfig, None, ["validation=1"])

@@ -107,3 +107,32 @@ def test_batch_contract_raw_is_not_augmented():
     assert b.x.dtype == torch.float32 and b.x.shape == b.x_raw.shape
     xs, ys = zip(*eval_batches(s, s.tasks[1], t, 3))
     assert torch.equal(torch.cat(ys), ds.y_test[s.tasks[1].test_idx])
+
+
+def test_holdout_is_a_stratified_disjoint_split_in_original_order():
+    ds = tiny(n=40, classes=4)  # 10 examples per class
+    val = ds.holdout(0.2, torch.Generator().manual_seed(5))
+    assert torch.bincount(val.y_test, minlength=4).tolist() == [2, 2, 2, 2]
+    assert torch.bincount(val.y_train, minlength=4).tolist() == [8, 8, 8, 8]
+    # every training example lands in exactly one of the two splits, each in the original order
+    rows = {tuple(x.flatten().tolist()) + (int(y),): i for i, (x, y) in enumerate(zip(ds.x_train, ds.y_train))}
+    train_pos = [rows[tuple(x.flatten().tolist()) + (int(y),)] for x, y in zip(val.x_train, val.y_train)]
+    test_pos = [rows[tuple(x.flatten().tolist()) + (int(y),)] for x, y in zip(val.x_test, val.y_test)]
+    assert sorted(train_pos + test_pos) == list(range(40))
+    assert train_pos == sorted(train_pos) and test_pos == sorted(test_pos)
+    assert (val.mean, val.std) == (ds.mean, ds.std)
+    again = ds.holdout(0.2, torch.Generator().manual_seed(5))
+    assert torch.equal(again.x_test, val.x_test)
+    other = ds.holdout(0.2, torch.Generator().manual_seed(6))
+    assert not torch.equal(other.x_test, val.x_test)
+
+
+def test_holdout_leaves_every_class_a_training_example():
+    ds = tiny(n=8, classes=4)  # 2 per class
+    val = ds.holdout(0.9, torch.Generator().manual_seed(0))
+    assert torch.bincount(val.y_train, minlength=4).tolist() == [1, 1, 1, 1]
+    assert torch.bincount(val.y_test, minlength=4).tolist() == [1, 1, 1, 1]
+    import pytest
+
+    with pytest.raises(ValueError, match=r"validation fraction must be in \(0, 1\)"):
+        ds.holdout(1.0, torch.Generator())

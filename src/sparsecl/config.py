@@ -51,6 +51,9 @@ class TrainConfig:
     stream: str = helpfield("class-il | task-il | permuted | rotated", default="class-il")
     tasks: int = helpfield("number of tasks (1: ordinary training)", default=1)
     class_order: tuple[int, ...] | None = helpfield("class order for the split, e.g. 3,1,0,2,... (default natural)", default=None)
+    validation: float = helpfield("fraction of each class's training examples held out and evaluated on INSTEAD of "
+                                  "the test split, for tuning (0: train on all, evaluate on test); the held-out "
+                                  "examples are the same for every seed", default=0.0)
     augment: str = helpfield("auto (crop-flip for CIFAR/Tiny-ImageNet, none for MNIST-like) | none | crop-flip | crop", default="auto")
     # model
     model: str = helpfield("mlp | cnn | resnet18 | wrn", default="mlp")
@@ -96,6 +99,8 @@ class TrainConfig:
         for name, v in positive.items():
             if v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
+        if not 0 <= self.validation < 1:
+            raise ValueError(f"validation must be a fraction in [0, 1), got {self.validation}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.momentum < 1:

@@ -46,6 +46,24 @@ class ArrayDataset:
         c, h, w = self.x_train.shape[1:]
         return int(c), int(h), int(w)
 
+    def holdout(self, fraction: float, generator: torch.Generator) -> "ArrayDataset":
+        """A validation dataset: ``fraction`` of each class's training examples (rounded; a class keeps at
+        least one training example) become its test split, the rest its training split, both in their
+        original order. The statistics ``mean``/``std`` are kept (the protocol's constants), so a
+        validation run normalises exactly as the test run does. ``generator`` draws which examples."""
+        if not 0 < fraction < 1:
+            raise ValueError(f"a validation fraction must be in (0, 1), got {fraction}")
+        y = self.y_train.cpu()
+        held = torch.zeros(y.numel(), dtype=torch.bool)
+        for c in range(self.num_classes):
+            idx = (y == c).nonzero().flatten()
+            n = min(int(round(fraction * idx.numel())), idx.numel() - 1)
+            if n > 0:
+                held[idx[torch.randperm(idx.numel(), generator=generator)[:n]]] = True
+        held = held.to(self.y_train.device)
+        x, y = self.x_train, self.y_train
+        return ArrayDataset(self.name, x[~held], y[~held], x[held], y[held], self.num_classes, self.mean, self.std)
+
     def to(self, device: torch.device | str) -> "ArrayDataset":
         """The same dataset with its tensors on ``device``."""
         return ArrayDataset(

@@ -35,6 +35,7 @@ from sparsecl.train.rng import generator
 # random crop (padding 4) and horizontal flip.
 _AUGMENT = {"none": Augment(), "crop-flip": Augment(4, True), "crop": Augment(4, False)}
 _NO_AUGMENT_DATASETS = ("fashion-mnist", "mnist", "digits")
+VALIDATION_SEED = 0  # the ``validation`` split's draw, independent of the run's seed
 
 
 @dataclass
@@ -73,7 +74,10 @@ def augment_for(cfg: TrainConfig) -> Augment:
 
 def build_data(cfg: TrainConfig, device: torch.device) -> tuple[Stream, BatchTransform]:
     """The dataset on ``device``, cut into the configured stream, and its batch transform."""
-    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.download).to(device)
+    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    if cfg.validation:  # one fixed split for every seed: runs that differ in seed tune on the same examples
+        ds = ds.holdout(cfg.validation, torch.Generator().manual_seed(VALIDATION_SEED))
+    ds = ds.to(device)
     stream = make_stream(cfg.stream, ds, cfg.tasks, cfg.class_order, seed=cfg.seed)
     return stream, BatchTransform(ds.mean, ds.std, augment_for(cfg))
 

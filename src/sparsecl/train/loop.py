@@ -273,6 +273,7 @@ class Trainer:
             "forgetting": {k: s["forgetting"] for k, s in scores.items()},
             "bwt": {k: s["bwt"] for k, s in scores.items()},
             "seed": r.cfg.seed,
+            "evaluated_on": "validation" if r.cfg.validation else "test",
             "config": to_dict(r.cfg),
             "train_time_s": self.counters["train_time_s"],
             "eval_time_s": self.counters["eval_time_s"],
