@@ -38,6 +38,7 @@ def _step(model, opt, engine, execution, x, y):
     opt.zero_grad(set_to_none=True)
     loss = nn.functional.cross_entropy(model(x), y)
     loss.backward()
+    execution.after_backward(None, None, None)  # CSR-written gradients: the engine skips its own mask
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     engine.step()
     return loss.detach(), grads
@@ -143,6 +144,26 @@ def test_dense_gradient_steps_run_the_dense_product():
         elif not dense:
             assert cx.flags.dense_step is False
     assert any(seen) and not all(seen)
+
+
+def test_the_engine_skips_its_gradient_mask_exactly_for_csr_computed_gradients():
+    _, (cm, co, ce, cx) = _pair(0.25)
+    told = []
+    ce.premasked = told.append
+    x, y = torch.randn(8, 20), torch.randint(0, 3, (8,))
+    _step(cm, co, ce, cx, x, y)
+    assert [{id(p) for p in ps} for ps in told] == [{id(cm[1].weight), id(cm[3].weight)}]  # not the dense layer
+    told.clear()
+    cx.before_forward(None, None)
+    cx.flags.dense_step = True  # a consumer reads inactive gradients: dense products, nothing premasked
+    cm(x).sum().backward()
+    cx.after_backward(None, None, None)
+    assert told == []
+    cx.before_forward(None, None)
+    with torch.no_grad():  # an evaluation forward (CSR, no autograd) promises nothing about gradients
+        cm(x)
+    cx.after_backward(None, None, None)
+    assert told == []
 
 
 def test_components_can_ask_for_dense_gradients():

@@ -450,7 +450,9 @@ def test_premasked_gradients_skip_the_engine_mask_for_the_coming_step_only():
     for g in engine.optimizer.param_groups:
         g["lr"], g["momentum"], g["weight_decay"] = 0.0, 0.0, 0.0  # only the gradients matter here
     layer.param.grad = torch.ones_like(layer.param)
-    engine.premasked([layer.param])  # the caller's promise: already masked within the weight mask
+    engine.premasked([])  # several promises before one step add up
+    engine.premasked([layer.param])  # the caller's promise: already zero outside the weight mask
+    engine.premasked([])
     engine.step()
     assert layer.param.grad.eq(1).all()  # not multiplied again
     layer.param.grad = torch.ones_like(layer.param)

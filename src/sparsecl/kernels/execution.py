@@ -115,6 +115,8 @@ class LayerPlan:
         self.path = "masked"
         self.rebuilds = 0
         self.fused = False  # CsrLinear may use FusedCsrLinear (set by SparseExecution)
+        self.sparse_grad = False  # a CSR product with autograd on ran since the last reset: the weight's
+        # gradient is zero off the mask (written at the active positions only)
 
     def current(self) -> CsrStructure | None:
         """The structure to compute with now, or None for the dense product."""
@@ -132,6 +134,7 @@ class LayerPlan:
                 self.structure = self.flat = self.t_flat = None
         if self.structure is None or (self.flags.dense_step and torch.is_grad_enabled()):
             return None
+        self.sparse_grad = self.sparse_grad or torch.is_grad_enabled()
         return self.structure
 
 
@@ -218,6 +221,7 @@ class SparseExecution(Component):
         self.engine, self.consumers = engine, list(consumers or [])
         self.flags = ExecutionFlags()
         self.plans: dict[str, LayerPlan] = {}
+        self._weights: dict[str, nn.Parameter] = {}
         if mode == "masked":
             disable_sparse_execution(model)
             return
@@ -238,11 +242,21 @@ class SparseExecution(Component):
             module.csr_plan = plan
             module.csr_backend = backend
             self.plans[module_name] = module.csr_plan
+            self._weights[module_name] = module.weight
 
     def before_forward(self, state: LoopState, batch: Any) -> None:
         # decided on every step, CSR plans or not: the FLOPs meter charges dense weight gradients by it
         self.flags.dense_step = self.engine.needs_dense_grad() or any(
             c.needs_dense_grad(state) for c in self.consumers)
+        for plan in self.plans.values():
+            plan.sparse_grad = False
+
+    def after_backward(self, state: LoopState, batch: Any, out: Any) -> None:
+        # a gradient the CSR backward wrote is already zero off the weight mask: the engine's dense
+        # ``grad *= mask`` would change nothing, so the coming step skips it for these weights
+        done = [self._weights[name] for name, plan in self.plans.items() if plan.sparse_grad]
+        if done:
+            self.engine.premasked(done)
 
     def paths(self) -> dict[str, str]:
         """Layer -> "csr" | "masked" for the current masks (what ``summary.json`` reports)."""

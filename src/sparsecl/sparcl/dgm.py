@@ -58,7 +58,7 @@ class DynamicGradientMasking(Component):
         self.scored_under: int | None = None  # the engine's mask_version the gradient masks were scored under
         self.refreshed = False  # this step rescored (it computed the whole active gradient)
         self._active: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (weight mask, its flat nonzeros)
-        self._combined: dict[str, tuple[tuple[int, int], torch.Tensor, bool]] = {}  # name -> (key, mask, sparse)
+        self._dropped_at: dict[str, tuple[tuple[int, int], torch.Tensor]] = {}  # name -> (key, flat indices)
 
     def refresh_due(self) -> bool:
         return not self.masks or self.since >= self.interval or self.scored_under != self._mask_version()
@@ -75,27 +75,29 @@ class DynamicGradientMasking(Component):
         if self.refreshed:
             self._refresh()
         self.since += 1
-        done = []
         for name, p in self.params.items():
-            if p.grad is not None:
-                mask, within_weights = self._applied(name)
-                p.grad.mul_(mask)
-                if within_weights:
-                    done.append(p)
-        if done:
-            self.engine.premasked(done)  # the engine's own gradient mask would change nothing
+            if p.grad is None:
+                continue
+            if self.engine is None:
+                p.grad.mul_(self.masks[name])
+            else:  # zero the dropped ACTIVE entries; the engine's weight mask zeroes the inactive ones
+                p.grad.view(-1).index_fill_(0, self._dropped(name), 0.0)
 
-    def _applied(self, name: str) -> tuple[torch.Tensor, bool]:
-        """What multiplies the gradient: the gradient mask, times the weight mask for a sparse layer (one
-        multiply instead of two, exactly the same product of 0/1 factors). Cached until either changes."""
-        weights = self.engine.masks if self.engine is not None else {}
+    def _dropped(self, name: str) -> torch.Tensor:
+        """Flat indices of the active weights whose gradient the gradient mask drops (O(active) per change
+        of either mask; the fill then touches only those entries, not the whole dense gradient)."""
         key = (self.refreshes, self._mask_version())
-        hit = self._combined.get(name)
+        hit = self._dropped_at.get(name)
         if hit is None or hit[0] != key:
-            mask = self.masks[name] * weights[name] if name in weights else self.masks[name]
-            hit = (key, mask, name in weights)
-            self._combined[name] = hit
-        return hit[1], hit[2]
+            active = self._active_index(name, self.engine.masks[name])
+            hit = (key, active[self.masks[name].reshape(-1)[active] == 0])
+            self._dropped_at[name] = hit
+        return hit[1]
+
+    def _applied(self, name: str) -> torch.Tensor:
+        """The gradient mask times the weight mask of a sparse layer: the entries whose gradient is kept."""
+        weights = self.engine.masks if self.engine is not None else {}
+        return self.masks[name] * weights[name] if name in weights else self.masks[name]
 
     def _refresh(self) -> None:
         weights = self.engine.masks if self.engine is not None else {}
@@ -139,7 +141,7 @@ class DynamicGradientMasking(Component):
         (recomputed only when the gradient masks or the weight masks changed)."""
         key = (self.refreshes, self._mask_version())
         if key != self._key:
-            self._densities = {name: float(self._applied(name)[0].sum()) / m.numel() for name, m in self.masks.items()}
+            self._densities = {name: float(self._applied(name).sum()) / m.numel() for name, m in self.masks.items()}
             self._key = key
         return self._densities
 
@@ -156,4 +158,4 @@ class DynamicGradientMasking(Component):
         self.since, self.refreshes = sd["since"], sd["refreshes"]
         self.scored_under = sd.get("scored_under", self._mask_version())  # older checkpoints: as loaded
         self._key = None
-        self._combined = {}
+        self._dropped_at = {}

@@ -168,10 +168,12 @@ class MaskEngine:
         self._grads_masked_for = t
 
     def premasked(self, params: list[torch.Tensor]) -> None:
-        """Tell the coming step that these weights' gradients were already multiplied by a mask CONTAINED
-        in their weight mask (SparCL's DGM applies its gradient mask and the weight mask in one multiply),
-        so step 2 skips them. Valid for the coming step only."""
-        self._premasked = (self.step_count + 1, {id(p) for p in params})
+        """Tell the coming step that these weights' gradients are already zero outside their weight masks
+        (a CSR backward writes them at the active positions only), so step 2 skips them. Valid for the
+        coming step only; several calls before it add up."""
+        t = self.step_count + 1
+        before = self._premasked[1] if self._premasked[0] == t else set()
+        self._premasked = (t, before | {id(p) for p in params})
 
     def needs_dense_grad(self) -> bool:
         """Whether the NEXT step reads the dense weight gradient (a sparse backward could skip it otherwise)."""
