@@ -219,11 +219,14 @@ def test_sparcl_flops_by_hand_on_a_two_layer_model():
 
     class Engine:  # layer 0 at density 0.5, layer 1 dense
         mask_version = 0
-        last_step = type("S", (), {"dense_weight_grad": False})()
+        density = 0.5
 
         @staticmethod
-        def densities():
-            return {"overall": 0.5, "layers": {"0.weight": 0.5}}
+        def needs_dense_grad():
+            return False
+
+        def densities(self):
+            return {"overall": self.density, "layers": {"0.weight": self.density}}
 
     class Grads:
         @staticmethod
@@ -232,7 +235,7 @@ def test_sparcl_flops_by_hand_on_a_two_layer_model():
 
     meter = FlopsMeter(model, (4,), Engine(), grad_density=Grads())
     assert [c.macs for c in meter.profile] == [12, 6]
-    meter.after_step(None, None, StepOutput(torch.zeros(()), torch.zeros(1), n_forward=10, n_forward_only=2))
+    meter.after_backward(None, None, StepOutput(torch.zeros(()), torch.zeros(1), n_forward=10, n_forward_only=2))
     # per example: forward 2*(12*0.5 + 6) = 24; grad to activations 24; grad to weights 2*(12*0.25 + 6) = 18
     # 10 examples with backward: 10 * 66 = 660; 2 forward-only: 2 * 24 = 48
     rep = meter.report()
@@ -240,20 +243,45 @@ def test_sparcl_flops_by_hand_on_a_two_layer_model():
     # dense: forward 2*(12+6) = 36 per example, 3x with backward: 10 * 108 + 2 * 36 = 1152
     assert rep["train_dense"] == 1152
     # a second identical step is charged with the first (same key): exactly twice the counts
-    meter.after_step(None, None, StepOutput(torch.zeros(()), torch.zeros(1), n_forward=10, n_forward_only=2))
+    meter.after_backward(None, None, StepOutput(torch.zeros(()), torch.zeros(1), n_forward=10, n_forward_only=2))
     assert meter.report()["train"] == 2 * 708
     assert profile_layers(model, (4,))[0].param == "0.weight"
     # an extra backward (SparCL's gradient split) over the step's 10 examples: activations 24 + weights at
     # the WEIGHT density 2*(12*0.5 + 6) = 24 per example; dense 2 * 36
-    meter.after_step(None, None, StepOutput(torch.zeros(()), torch.zeros(1), n_forward=10, extra_backward=1))
+    meter.after_backward(None, None, StepOutput(torch.zeros(()), torch.zeros(1), n_forward=10, extra_backward=1))
     rep = meter.report()
     assert rep["train"] == 2 * 708 + 660 + 480 and rep["train_dense"] == 3 * 1152 - 72 + 720
 
     # a step a component asked dense weight gradients for (TDM's gradient regrowth)
     dense = FlopsMeter(model, (4,), Engine(), grad_density=Grads(), dense_step=lambda: True)
-    dense.after_step(None, None, StepOutput(torch.zeros(()), torch.zeros(1), n_forward=10))
+    dense.after_backward(None, None, StepOutput(torch.zeros(()), torch.zeros(1), n_forward=10))
     # weights' gradient dense: 2*(12 + 6) = 36 per example instead of 18
     assert dense.report()["train"] == 10 * (24 + 24 + 36)
+
+
+def test_flops_of_a_step_are_charged_at_the_masks_it_ran_under():
+    """A mask update at the end of a step (engine.step(), TDM's after_step) counts from the next step on."""
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+
+    class Engine:
+        mask_version, density = 0, 0.5
+
+        @staticmethod
+        def needs_dense_grad():
+            return False
+
+        def densities(self):
+            return {"overall": self.density, "layers": {"0.weight": self.density}}
+
+    engine = Engine()
+    meter = FlopsMeter(model, (4,), engine)
+    out = StepOutput(torch.zeros(()), torch.zeros(1), n_forward=1)
+    meter.after_backward(None, None, out)  # step 1 runs at density 0.5 ...
+    engine.mask_version, engine.density = 1, 0.25  # ... and its after_step prunes to 0.25
+    meter.after_step(None, None, out)
+    assert meter.report()["train"] == 3 * 2 * (12 * 0.5 + 6)  # forward, both gradients at 0.5
+    meter.after_backward(None, None, out)  # step 2 at 0.25
+    assert meter.report()["train"] == 3 * 2 * (12 * 0.5 + 6) + 3 * 2 * (12 * 0.25 + 6)
 
 
 def test_dgm_keeps_only_active_entries_under_a_weight_mask():

@@ -76,6 +76,10 @@ class FlopsMeter(Component):
     at 1x, and the extra backward passes a step reports (``StepOutput.extra_backward``: SparCL's
     gradient split) at 2x. Densities are re-read only when the masks changed (``engine.mask_version``),
     and consecutive steps with the same densities are counted in one call.
+
+    A step is charged in ``after_backward``, when its products are done and nothing has changed the masks
+    it ran under yet: a mask update of that step (the engine's, in ``engine.step()``; TDM's, in its
+    ``after_step``) counts from the next step on.
     """
 
     def __init__(self, model: torch.nn.Module, input_shape: tuple[int, ...], engine: Any, grad_density: Any = None,
@@ -91,10 +95,10 @@ class FlopsMeter(Component):
         self._dense_grad = False
         self._pending = self._pending_fwd = self._pending_bwd = 0  # examples charged at the current key
 
-    def after_step(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
+    def after_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
         # Steps with the same densities and gradient mode are charged together (the count is linear in
         # the number of examples), so the per-step cost is building a small key.
-        dense_grad = self.engine.last_step.dense_weight_grad or (self.dense_step is not None and self.dense_step())
+        dense_grad = self.engine.needs_dense_grad() or (self.dense_step is not None and self.dense_step())
         grads = None
         if self.grad_density is not None and not dense_grad:
             grads = self.grad_density.step_grad_densities()
