@@ -27,7 +27,8 @@ masked, and ``sparsity.execution=csr`` (what ``sparsecl train`` runs); writes
 
 ``--fused-step`` times a whole training step of SparCL's MLP 784-256-256-10 (hidden layers sparse,
 forward batch 96 = DER++'s current + two replay draws) on the CSR training path with the fused CSR Linear
-and with the composed one, next to dense; writes ``benchmarks/out/kernels_fused.json``.
+and with the composed one, next to dense and to the values-only ``SparseLinear`` layers (``--evict-mb N``:
+each step on caches another N MB of writes have cooled); writes ``benchmarks/out/kernels_fused.json``.
 
 Every part applies ``sparsecl.train.memory.keep_freed_memory`` first, as ``sparsecl train`` does
 (``--no-malloc-reuse``: glibc's allocation defaults).
@@ -301,11 +302,18 @@ def bench_resnet_step(batch: int, densities: list[float], min_run_time: float, r
     return rows
 
 
-def bench_fused_step(batch: int, densities: list[float], min_run_time: float, rounds: int, seed: int) -> list[dict]:
+def bench_fused_step(batch: int, densities: list[float], min_run_time: float, rounds: int, seed: int,
+                     evict_mb: int = 0) -> list[dict]:
     """Whole training step (forward + backward + SGD step through the mask engine) of the SparCL MLP
     784-256-256-10 (hidden layers sparse, classifier dense) at a DER++ forward batch: the CSR training path
     with ``FusedCsrLinear`` versus the same path composed of ``GatherActive`` + ``SparseLinearFunction``
-    (same native kernels; the difference is per-call Python), next to dense."""
+    (same native kernels; the difference is per-call Python), next to dense, and next to the values-only
+    layers of ``sparsify_model`` (``SparseLinear``: weight and SGD state only at the active positions, no
+    dense tensor touched), which shows what the dense backing of the training path costs.
+
+    ``evict_mb`` > 0: every step first writes that many MB of an unrelated buffer, as the rest of a real
+    training step (data gather, replay buffer, SparCL's state) does, so the step runs on colder caches; the
+    time of the write alone is measured in the same rounds and subtracted."""
     from sparsecl.kernels.execution import SparseExecution
     from sparsecl.models import create_model
     from sparsecl.sparse.config import SparsityConfig
@@ -314,32 +322,56 @@ def bench_fused_step(batch: int, densities: list[float], min_run_time: float, ro
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 1, 28, 28, generator=gen)
     y = torch.randint(0, 10, (batch,), generator=gen)
+    junk = torch.zeros(evict_mb * 2**20 // 4)
 
-    def build(density: float, mode: str, fused: bool) -> Step:
+    def evict() -> None:
+        if evict_mb:
+            junk.add_(1.0)
+
+    def build(density: float, mode: str, fused: bool = True) -> Step:
         model = create_model("mlp", (1, 28, 28), 10, hidden=(256, 256), generator=torch.Generator().manual_seed(seed))
         opt = torch.optim.SGD(model.parameters(), lr=0.03)
         cfg = SparsityConfig(method="static" if density < 1 else "dense", density=density, layers="sparcl")
         engine = MaskEngine(model, opt, cfg, 10**6, torch.Generator().manual_seed(seed))
         engine.begin()
+        if mode == "values":
+            sparsify_model(model, dict(engine.masks), path="csr")
+            opt = torch.optim.SGD(model.parameters(), lr=0.03)
+
+            def values_step() -> None:
+                evict()
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x), y).backward()
+                opt.step()
+            return values_step
         execution = SparseExecution(model, engine, mode, batch)
         for plan in execution.plans.values():
             plan.fused = plan.fused and fused
 
         def step() -> None:
+            evict()
+            execution.before_forward(None, None)
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
+            execution.after_backward(None, None, None)
             engine.step()
         return step
 
-    dense_step = build(1.0, "masked", False)
+    dense_step = build(1.0, "masked")
     rows = []
     for density in densities:
-        steps = {"dense": dense_step, "composed": build(density, "csr", False), "fused": build(density, "csr", True)}
+        steps = {"dense": dense_step, "composed": build(density, "csr", False), "fused": build(density, "csr"),
+                 "values": build(density, "values")}
+        if evict_mb:
+            steps["evict"] = evict
         ms = best_of_medians(steps, rounds, min_run_time)
-        rows.append({"batch": batch, "density": density, "threads": torch.get_num_threads(),
-                     **{f"{k}_ms": v for k, v in ms.items()}, "fused_saves_ms": ms["composed"] - ms["fused"]})
-        print(f"| {density:.2f} | {ms['dense']:.3f} | {ms['composed']:.3f} | {ms['fused']:.3f} | "
-              f"{ms['composed'] - ms['fused']:.3f} |", flush=True)
+        base = ms.pop("evict", 0.0)
+        ms = {k: v - base for k, v in ms.items()}
+        rows.append({"batch": batch, "density": density, "threads": torch.get_num_threads(), "evict_mb": evict_mb,
+                     "evict_ms": base, **{f"{k}_ms": v for k, v in ms.items()},
+                     "fused_saves_ms": ms["composed"] - ms["fused"]})
+        print(f"| {density:.2f} | {ms['dense']:.3f} | {ms['composed']:.3f} | {ms['fused']:.3f} | {ms['values']:.3f} | "
+              f"{ms['dense'] / ms['fused']:.2f}x | {ms['composed'] - ms['fused']:.3f} |", flush=True)
     return rows
 
 
@@ -397,6 +429,8 @@ def main() -> None:
                     help="ResNet-18 whole training step, batch 32: dense vs masked vs CSR execution")
     ap.add_argument("--fused-step", action="store_true",
                     help="SparCL MLP training step, forward batch 96: fused vs composed CSR Linear vs dense")
+    ap.add_argument("--evict-mb", type=int, default=0,
+                    help="--fused-step: write this many MB elsewhere before every step (colder caches)")
     ap.add_argument("--layout", action="store_true",
                     help="layout moves (transpose, conv planes, batch gather): native vs torch")
     ap.add_argument("--no-malloc-reuse", action="store_true", help="keep glibc's allocation defaults")
@@ -417,8 +451,12 @@ def main() -> None:
         out = args.out or OUT / "kernels_resnet_step.json"
     elif args.fused_step:
         torch.set_num_threads(args.threads)
-        print("| density | dense ms | composed csr ms | fused csr ms | fused saves ms |\n|---|---|---|---|---|")
-        rows = bench_fused_step(96, args.densities or [0.10, 0.05], args.min_run_time, args.rounds, args.seed)
+        if args.evict_mb:
+            print(f"(each step first writes {args.evict_mb} MB elsewhere; that write's own time is subtracted)")
+        print("| density | dense ms | composed csr ms | fused csr ms | values-only csr ms | dense / fused | fused saves ms |\n"
+              "|---|---|---|---|---|---|---|")
+        rows = bench_fused_step(96, args.densities or [0.10, 0.05], args.min_run_time, args.rounds, args.seed,
+                                args.evict_mb)
         out = args.out or OUT / "kernels_fused.json"
     elif args.conv:
         torch.set_num_threads(args.threads)
