@@ -281,9 +281,11 @@ def bench_resnet_step(batch: int, densities: list[float], min_run_time: float, r
         engine.begin()
         execution = SparseExecution(model, engine, mode, batch)
 
-        def step() -> None:
+        def step() -> None:  # the loop's order of calls (sparsecl.train.loop.Trainer._step)
+            execution.before_forward(None, None)
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
+            execution.after_backward(None, None, None)
             engine.step()
         return step, execution.paths()
 

@@ -109,9 +109,11 @@ def profile_resnet(args: argparse.Namespace) -> None:
     engine.begin()
     execution = SparseExecution(model, engine, args.mode, 32)
 
-    def step() -> None:
+    def step() -> None:  # the loop's order of calls (sparsecl.train.loop.Trainer._step)
+        execution.before_forward(None, None)
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
+        execution.after_backward(None, None, None)
         engine.step()
 
     for _ in range(2):
