@@ -30,6 +30,7 @@ METHOD_ARGS = {
     "derpp": ["method=derpp", "buffer_size=500", "alpha=0.1", "beta=0.5"],
     "agem": ["method=agem", "buffer_size=500"],
     "er_ace": ["method=er_ace", "buffer_size=500"],
+    "icarl": ["method=icarl", "buffer_size=500"],
     # Avalanche's own buffer discipline: experience-balanced, filled at task end (DER: logits of the model
     # at task end), instead of mammoth's reservoir over every presentation
     "er@after-task": ["method=er", "buffer_size=500", "buffer_policy=after-task"],

@@ -75,7 +75,7 @@ def _run(method, model, ctx, *, steps: int = 4, batch: int = 4, on_step=None):
         if idx is not None:
             sampler.start_epoch(idx)
             for _, bidx in zip(range(steps), sampler):
-                b = make_batch(ctx.stream, task, bidx, ctx.transform, aug)
+                b = method.make_batch(task, bidx, aug)
                 held = method.buffer if hasattr(method, "buffer") else None
                 held = (0, 0) if held is None else (len(held), int(held.slots_before(task.id).numel()))
                 opt.zero_grad()
@@ -92,7 +92,7 @@ def _run(method, model, ctx, *, steps: int = 4, batch: int = 4, on_step=None):
 CASES = [  # every method; the buffer methods under every buffer policy
     (m, p)
     for m in CL_METHODS.names()
-    for p in (BUFFER_POLICIES.names() if "buffer_size" in CL_METHODS.get(m).options else ["reservoir"])
+    for p in (BUFFER_POLICIES.names() if "buffer_policy" in CL_METHODS.get(m).options else ["reservoir"])
 ]
 
 
@@ -105,7 +105,9 @@ def test_every_method_runs_a_two_task_stream(name, policy):
     def check(task, b, out, held, past):
         assert out.loss.dim() == 0 and torch.isfinite(out.loss) and out.loss.requires_grad
         assert out.logits.shape == (len(b), K) and out.logits.requires_grad
-        assert out.n_forward >= len(b) and out.n_forward_only == 0
+        assert out.n_forward >= len(b)
+        # iCaRL forwards every example through the frozen previous network too (its distillation targets)
+        assert out.n_forward_only == (len(b) if name == "icarl" and task.id > 0 else 0)
         steps.append(task.id)
 
     _run(method, model, ctx, on_step=check)
@@ -113,7 +115,9 @@ def test_every_method_runs_a_two_task_stream(name, policy):
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
     if hasattr(method, "buffer"):
         buf = method.buffer
-        assert buf.filled == (6 if policy == "after-task" else min(6, buf.seen)) and buf.seen > 0
+        # iCaRL: 6 // 4 = 1 exemplar for each of the 4 classes seen
+        expect = 4 if name == "icarl" else 6 if policy == "after-task" else min(6, buf.seen)
+        assert buf.filled == expect and buf.seen > 0
         assert set(buf.task.tolist()) == {0, 1}
         assert torch.equal(ctx.stream.dataset.x_train[buf.x[:, 0, 0, 0].long()], buf.x)  # raw, not augmented
     cil, til = evaluate(model, ctx.stream, ctx.transform, 1, batch_size=5)
@@ -153,6 +157,7 @@ N_REPLAY = {  # examples forwarded with grad beyond the current batch, given the
     "derpp": lambda held, past, task: 2 * min(3, held),
     "agem": lambda held, past, task: min(5, past),  # the reference comes from earlier tasks only
     "er_ace": lambda held, past, task: min(3, held) if task > 0 else 0,
+    "icarl": lambda held, past, task: 0,  # exemplars come in the training set's batches, not as replay
 }
 
 
@@ -166,7 +171,7 @@ def test_n_forward_counts_current_and_every_replay_example(name):
         seen.append(held)
 
     _run(method, model, ctx, steps=3, batch=2, on_step=check)
-    assert name in ("sgd", "joint") or seen[:3] == [0, 2, 4]  # replay starts once the buffer holds anything
+    assert name in ("sgd", "joint", "icarl") or seen[:3] == [0, 2, 4]  # replay starts once the buffer holds anything
 
 
 def _linear_setup(name: str, **over):

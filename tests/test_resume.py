@@ -87,3 +87,23 @@ def test_sigterm_checkpoints_exits_cleanly_and_resumes_identically(reference, tm
     assert p.returncode == 0, p.stderr
     assert "at task 1, epoch 2, step 33" in p.stdout
     assert comparable(out) == reference
+
+
+ICARL = ["dataset=digits", "model=mlp", "hidden=32,32", "tasks=2", "method=icarl", "buffer_size=100",
+         "batch_size=32", "epochs=2", "lr=0.05", "sparcl.tdm=true", "sparcl.ddr=true", "sparsity.density=0.3",
+         "sparcl.ddr_start=0.3", "sparcl.ddr_interval=0.3", "sparcl.ddr_removals=2", "checkpoint.every=13",
+         "progress=false", "threads=1", "seed=3"]
+
+
+def test_icarl_killed_in_its_second_task_resumes_identically(tmp_path):
+    """The frozen network, the exemplars, the class means and DDR's state over exemplar indices (N + j)
+    all come back: killed after the first task's exemplars were chosen, the resumed run ends as the
+    uninterrupted one."""
+    ref = tmp_path / "ref"
+    assert run("none", ref, *ICARL).returncode == 0
+    out = tmp_path / "run"
+    p = run("step:60", out, *ICARL)
+    assert p.returncode == -signal.SIGKILL, (p.returncode, p.stderr)
+    p = run("none", out, "--resume", str(out))
+    assert p.returncode == 0, p.stderr
+    assert comparable(out) == comparable(ref)

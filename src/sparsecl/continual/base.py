@@ -61,6 +61,22 @@ class ContinualMethod(Component):
         """Examples one model forward carries in a training step (a hint for the layers' execution path)."""
         return batch_size
 
+    def train_size(self, task: Task) -> int:
+        """How many examples ``task`` will train on, known before the run starts (the step plan); methods
+        whose training set grows during the run (iCaRL's exemplars) override it."""
+        idx = self.train_indices(task)
+        return 0 if idx is None else int(idx.numel())
+
+    def index_space(self) -> int:
+        """One more than the largest example index ``train_indices`` can return (Dynamic Data Removal keys
+        its per-example state on them): the training split's size unless a method numbers more."""
+        return int(self.ctx.stream.dataset.x_train.shape[0])
+
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores [B, classes] the evaluation takes the argmax of (the model's logits unless the method
+        classifies otherwise, e.g. iCaRL's nearest mean of exemplars)."""
+        return self.model(x)
+
     # -- shared helpers ---------------------------------------------------------------------------
     def current_loss(self, logits: torch.Tensor, batch: Batch, masked_head: bool) -> torch.Tensor:
         """Cross-entropy on current data; with ``masked_head`` the logits of classes outside the current

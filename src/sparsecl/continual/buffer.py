@@ -229,7 +229,7 @@ class Buffer:
         *,
         device: torch.device | str,
         generator: torch.Generator,
-        policy: str = "reservoir",
+        policy: str | BufferPolicy = "reservoir",
         store_logits: bool = False,
     ) -> None:
         if capacity < 1:
@@ -237,8 +237,9 @@ class Buffer:
         self.capacity, self.num_classes = capacity, num_classes
         self.device = torch.device(device)
         self.generator = generator
-        self.policy_name = policy
-        self.policy: BufferPolicy = BUFFER_POLICIES.create(policy, capacity, self.device)
+        # a registered name, or a method's own policy object (iCaRL's exemplar sets)
+        self.policy: BufferPolicy = BUFFER_POLICIES.create(policy, capacity, self.device) if isinstance(policy, str) else policy
+        self.policy_name = policy if isinstance(policy, str) else type(policy).__name__
         rows = capacity + 1  # + the discard row
         self._x = torch.zeros((rows, *input_shape), dtype=torch.uint8, device=self.device)
         self._y = torch.zeros(rows, dtype=torch.int64, device=self.device)

@@ -15,7 +15,7 @@ task there is nothing to forget: F = BWT = 0.0 by definition.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -70,9 +70,13 @@ def summarize(class_il: Matrix, task_il: Matrix) -> dict[str, dict[str, Any]]:
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, stream: Stream, transform: BatchTransform, upto_task: int, batch_size: int
+    model: torch.nn.Module, stream: Stream, transform: BatchTransform, upto_task: int, batch_size: int,
+    scores: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Test accuracy (percent) on tasks 0..upto_task: (Class-IL, Task-IL).
+
+    ``scores`` maps a test batch to the [B, classes] scores to classify by (default: ``model``'s logits;
+    a method's ``eval_logits``).
 
     Class-IL: argmax over all logits. Task-IL: argmax over the task's own classes (``mask_to_classes``);
     for Domain-IL every task owns every class, so Task-IL equals Class-IL. Runs in eval mode and restores
@@ -83,7 +87,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        counts = [_correct(model, stream, t, transform, batch_size) for t in range(upto_task + 1)]
+        counts = [_correct(scores or model, stream, t, transform, batch_size) for t in range(upto_task + 1)]
     finally:
         model.train(was_training)
     correct = torch.stack([c for c, _ in counts]).double().cpu()  # [tasks, 2]: Class-IL, Task-IL
@@ -93,7 +97,8 @@ def evaluate(
 
 
 def _correct(
-    model: torch.nn.Module, stream: Stream, task_id: int, transform: BatchTransform, batch_size: int
+    scores: Callable[[torch.Tensor], torch.Tensor], stream: Stream, task_id: int, transform: BatchTransform,
+    batch_size: int,
 ) -> tuple[torch.Tensor, int]:
     """(int64 [2] on the device: Class-IL and Task-IL correct counts, number of test examples)."""
     task = stream.tasks[task_id]
@@ -101,7 +106,7 @@ def _correct(
         raise ValueError(f"task {task_id} has no test examples")
     correct, n = torch.zeros(2, dtype=torch.int64, device=task.test_idx.device), 0
     for x, y in eval_batches(stream, task, transform, batch_size):
-        logits = model(x)
+        logits = scores(x)
         cil = (logits.argmax(1) == y).sum()
         til = cil
         if stream.scenario != "domain-il":

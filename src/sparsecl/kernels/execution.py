@@ -34,6 +34,7 @@ switched (a subclass may have its own forward); convolutions need a geometry the
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Callable
 
@@ -263,6 +264,16 @@ class SparseExecution(Component):
         for plan in self.plans.values():
             plan.current()
         return {name: plan.path for name, plan in self.plans.items()}
+
+
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with every CSR-executing layer as its plain class: same parameters and
+    buffers (copied), no link to the mask engine, so it computes densely whatever the engine does next
+    (a frozen earlier model, e.g. iCaRL's distillation target)."""
+    plans = [m.csr_plan for m in model.modules() if hasattr(m, "csr_plan")]
+    copy_ = copy.deepcopy(model, memo={id(p): None for p in plans})  # never copy the engine behind a plan
+    disable_sparse_execution(copy_)
+    return copy_
 
 
 def disable_sparse_execution(model: nn.Module) -> None:

@@ -11,6 +11,7 @@ from sparsecl.models.registry import (
     ModelEntry,
     ModelOptions,
     create_model,
+    logits_and_features,
     register_model,
     reset_parameters,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "SmallCNN",
     "WideResNet",
     "create_model",
+    "logits_and_features",
     "register_model",
     "reset_parameters",
 ]

@@ -190,3 +190,15 @@ def reset_parameters(model: nn.Module, generator: torch.Generator | None = None)
             raise TypeError(f"no initialiser for {type(module).__name__}; supported: {supported}")
         init(module, generator)
     return model
+
+
+def logits_and_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, features)``: the model's output and the input of its ``classifier`` (the penultimate
+    features iCaRL's exemplar selection and nearest-mean classifier work on), from one forward."""
+    seen: list[torch.Tensor] = []
+    handle = model.classifier.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    return logits, seen[-1].flatten(1)

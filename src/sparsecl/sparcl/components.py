@@ -30,9 +30,7 @@ def build_sparcl(cfg, model: torch.nn.Module, engine, method, stream, generator:
     if sc.tdm:
         parts.components.append(TaskAwareDynamicMasking(engine, sc, generator))
     if sc.ddr:
-        # the method's index space (Joint on Domain-IL numbers task k's example i as k N + i)
-        idx = [i for i in map(method.train_indices, stream.tasks) if i is not None and i.numel()]
-        n = max([int(stream.dataset.x_train.shape[0]), *(int(i.max()) + 1 for i in idx)])
+        n = method.index_space()  # Joint on Domain-IL numbers task k's example i as k N + i
         parts.components.append(DynamicDataRemoval(n, sc.ddr_ratio, sc.ddr_removals, sc.ddr_start, sc.ddr_interval,
                                                    generator, device, window=sc.ddr_window))
     if sc.dgm:

@@ -131,8 +131,7 @@ def build_run(cfg: TrainConfig) -> Run:
     epochs = cfg.epochs * sparsity.multiplier * SPARSE_METHODS.get(sparsity.method).rounds(sparsity)
     plan = []
     for task in stream.tasks:
-        idx = method.train_indices(task)
-        n = 0 if idx is None else int(idx.numel())
+        n = method.train_size(task)
         per_epoch = n // cfg.batch_size if cfg.drop_last else -(-n // cfg.batch_size)
         plan.append(epochs * per_epoch)
     engine = MaskEngine(model, optimizer, sparsity, total_steps=max(sum(plan), 1), generator=gens["masks"])

@@ -251,7 +251,7 @@ class Trainer:
     def _evaluate(self, t: int) -> None:
         r = self.run
         t0 = time.perf_counter()
-        cil, til = evaluate(r.model, r.stream, r.transform, t, r.cfg.eval_batch_size)
+        cil, til = evaluate(r.model, r.stream, r.transform, t, r.cfg.eval_batch_size, r.method.eval_logits)
         self.counters["eval_time_s"] += time.perf_counter() - t0
         self.acc["class_il"].append(cil)
         self.acc["task_il"].append(til)

@@ -39,6 +39,10 @@ class Joint(SGD):
             return torch.cat([t.train_idx + k * n for k, t in enumerate(tasks)])
         return torch.cat([t.train_idx for t in tasks]).unique()
 
+    def index_space(self) -> int:
+        n = super().index_space()
+        return n * self.ctx.stream.num_tasks if self.domain else n
+
     def make_batch(self, task: Task, idx: torch.Tensor, generator: torch.Generator) -> Batch:
         if not self.domain:
             return super().make_batch(task, idx, generator)

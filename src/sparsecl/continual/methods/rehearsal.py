@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 
 from sparsecl.continual.base import ContinualMethod, MethodContext
-from sparsecl.continual.buffer import Buffer, BufferItems
+from sparsecl.continual.buffer import Buffer, BufferItems, BufferPolicy
 from sparsecl.data.batch import Batch
 from sparsecl.data.loader import make_batch
 from sparsecl.data.stream import Task
@@ -46,12 +46,16 @@ class RehearsalMethod(ContinualMethod):
             ctx.stream.num_classes,
             device=ctx.device,
             generator=spawn_generator(ctx.generator, ctx.device),
-            policy=cfg.buffer_policy,
+            policy=self.buffer_policy(),
             store_logits=self.store_logits,
         )
         self.offer_filter: Callable[[Batch], torch.Tensor] | None = None
         # no layer whose output depends on the other rows of its batch (BatchNorm in training mode)
         self.batch_independent = not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+    def buffer_policy(self) -> str | BufferPolicy:
+        """The buffer's policy: the configured ``buffer_policy`` (a method with its own memory overrides)."""
+        return self.cfg.buffer_policy
 
     def forward_parts(self, *xs: torch.Tensor) -> list[torch.Tensor]:
         """Logits of several input batches (current, replay draws).
