@@ -53,15 +53,17 @@ def rank_within_class(y: torch.Tensor) -> torch.Tensor:
 
 
 def herding(features: torch.Tensor, m: int) -> torch.Tensor:
-    """Indices of ``m`` rows of ``features`` (L2-normalised [n, D]) in herding order (iCaRL, Alg. 4):
+    """Indices of ``m`` rows of ``features`` ([n, D], L2-normalised) in herding order (iCaRL, Alg. 4):
     the k-th is the row not yet chosen that minimises || mu - (s + f) / k ||, mu the mean of all rows and s
-    the sum of the k - 1 rows chosen before."""
+    the sum of the k - 1 rows chosen before. Expanded, k^2 times that squared distance is
+    ||f||^2 - 2 (k mu - s) . f plus a constant, so each pick is one matrix-vector product."""
     mu = features.mean(0)
+    sq = features.pow(2).sum(1)
     chosen = torch.zeros(features.shape[0], dtype=torch.bool, device=features.device)
     total = torch.zeros_like(mu)
     order = []
     for k in range(1, min(m, features.shape[0]) + 1):
-        cost = (mu - (total + features) / k).norm(dim=1).masked_fill(chosen, float("inf"))
+        cost = (sq - 2 * (features @ (k * mu - total))).masked_fill_(chosen, float("inf"))
         i = int(cost.argmin())
         order.append(i)
         chosen[i] = True
