@@ -1,5 +1,5 @@
 """iCaRL (Rebuffi et al., CVPR 2017, "iCaRL: Incremental Classifier and Representation Learning",
-arXiv 1611.07725), in mammoth's form.
+arXiv 1611.07725): mammoth's training protocol, the paper's feature handling.
 
 * Training set: from the second task on, the task's examples joined by the exemplars (mammoth's
   ``icarl_replay``): one epoch passes over both, batches mix them. Exemplar j is example index N + j
@@ -16,11 +16,13 @@ arXiv 1611.07725), in mammoth's form.
   computed at task end; a test example's score for class c is minus the squared distance of its feature
   to c's mean (unseen classes -inf), so Class-IL and Task-IL take the argmax as for logits.
 
-Features are the classifier's input (``models.logits_and_features``), L2-normalised as in the paper, from
-the non-augmented test view in eval mode. Deviations: class means from that view only (mammoth also
-averages in the horizontally flipped one on CIFAR); mammoth's extra L2 penalty ``wd_reg`` is the
-optimizer's ``weight_decay`` here; exemplar candidates are the task's training examples still active
-under Dynamic Data Removal. ``sparsecl eval`` of an exported iCaRL model classifies with the network's
+Features are the classifier's input (``models.logits_and_features``) on the non-augmented test view in
+eval mode, L2-normalised, and class means renormalised, as in the paper ("all feature vectors are
+L2-normalized, and the results of any operation on feature vectors, e.g. averages, are also
+re-normalized"). Deviations from mammoth: mammoth herds and classifies on raw features, and averages
+its class means batch by batch with a running halving (later batches weigh more); here the means are
+exact. mammoth's extra L2 penalty ``wd_reg`` is the optimizer's ``weight_decay``; exemplar candidates are
+the task's training examples still active under Dynamic Data Removal. ``sparsecl eval`` of an exported iCaRL model classifies with the network's
 head: the export holds no exemplars.
 """
 
