@@ -158,6 +158,7 @@ N_REPLAY = {  # examples forwarded with grad beyond the current batch, given the
     "agem": lambda held, past, task: min(5, past),  # the reference comes from earlier tasks only
     "er_ace": lambda held, past, task: min(3, held) if task > 0 else 0,
     "icarl": lambda held, past, task: 0,  # exemplars come in the training set's batches, not as replay
+    "xder_ce": lambda held, past, task: 2 * min(3, held),
 }
 
 

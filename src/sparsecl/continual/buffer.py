@@ -297,6 +297,24 @@ class Buffer:
         self.policy.fill_task(self, BufferItems(x, y, logits, torch.full_like(y, task)), task)
         self.seen += y.shape[0]
 
+    # -- direct management, for a method that keeps its memory itself (X-DER at task end) ----------
+    def retain(self, slots: torch.Tensor) -> None:
+        """Keep only the held slots ``slots`` (ascending), moved to the front in order."""
+        self._compact(slots)
+
+    def extend(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None = None, task: int = 0) -> None:
+        """Append examples after the held ones, no policy involved (they must fit)."""
+        n = y.shape[0]
+        if self.filled + n > self.capacity:
+            raise ValueError(f"{n} examples do not fit: {self.filled} of {self.capacity} slots are held")
+        self._write(torch.arange(self.filled, self.filled + n, device=self.device),
+                    BufferItems(x, y, logits, torch.full_like(y, task)))
+        self.filled += n
+
+    def set_logits(self, slots: torch.Tensor, logits: torch.Tensor) -> None:
+        """Overwrite the stored logits of held slots (X-DER's logit updates)."""
+        self._logits[slots] = logits.float()
+
     def _write(self, slots: torch.Tensor, items: BufferItems) -> None:
         if (self._logits is None) != (items.logits is None):
             raise ValueError("logits must be given exactly when the buffer stores logits")
