@@ -297,7 +297,7 @@ class Buffer:
         self.policy.fill_task(self, BufferItems(x, y, logits, torch.full_like(y, task)), task)
         self.seen += y.shape[0]
 
-    # -- direct management, for a method that keeps its memory itself (X-DER at task end) ----------
+    # -- direct management, for memories kept by their method (iCaRL's exemplar sets, X-DER) --------
     def retain(self, slots: torch.Tensor) -> None:
         """Keep only the held slots ``slots`` (ascending), moved to the front in order."""
         self._compact(slots)

@@ -22,8 +22,8 @@ L2-normalized, and the results of any operation on feature vectors, e.g. average
 re-normalized"). Deviations from mammoth: mammoth herds and classifies on raw features, and averages
 its class means batch by batch with a running halving (later batches weigh more); here the means are
 exact. mammoth's extra L2 penalty ``wd_reg`` is the optimizer's ``weight_decay``; exemplar candidates are
-the task's training examples still active under Dynamic Data Removal. ``sparsecl eval`` of an exported iCaRL model classifies with the network's
-head: the export holds no exemplars.
+the task's training examples still active under Dynamic Data Removal. ``sparsecl eval`` of an exported
+iCaRL model classifies with the network's head: the export holds no exemplars.
 """
 
 from __future__ import annotations
@@ -81,13 +81,9 @@ class ExemplarSets(BufferPolicy):
 
     def fill_task(self, buf: Buffer, items: BufferItems, task: int) -> None:
         m = buf.capacity // int(torch.cat([buf.y, items.y]).unique().numel())
-        if buf.filled:
-            buf._compact((rank_within_class(buf.y) < m).nonzero().flatten())
+        buf.retain((rank_within_class(buf.y) < m).nonzero().flatten())
         take = (rank_within_class(items.y) < m).nonzero().flatten()
-        slots = torch.arange(buf.filled, buf.filled + take.numel(), device=buf.device)
-        buf._write(slots, BufferItems(*(t.index_select(0, take) for t in (items.x, items.y)), None,
-                                      items.task.index_select(0, take)))
-        buf.filled += int(take.numel())
+        buf.extend(items.x.index_select(0, take), items.y.index_select(0, take), None, task)
 
 
 @CL_METHODS.register("icarl")
