@@ -4,6 +4,7 @@ determinism, and a frozen-seed regression figure."""
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 
@@ -130,3 +131,26 @@ def test_validation_runs_evaluate_on_held_out_training_examples(tmp_path):
     assert summary(tmp_path / "plain")["evaluated_on"] == "test"
     with pytest.raises(ValueError, match=r"validation must be a fraction in \[0, 1\)"):
         make_config(TrainConfig, None, ["validation=1"])
+
+
+def test_compare_folds_the_seeds_of_a_setting_into_mean_and_std(tmp_path, capsys):
+    runs = []
+    for setting, extra in (("dense", []), ("sparse", ["sparsity.method=static", "sparsity.density=0.2"])):
+        for seed in (0, 1):
+            out = tmp_path / f"{setting}{seed}"
+            assert cli.main(["train", *TINY, "epochs=1", f"seed={seed}", *extra, "--out", str(out)]) == 0
+            runs.append(out)
+    capsys.readouterr()
+    assert cli.main(["compare", *map(str, runs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and lines[2].split()[:2] == ["dense0", "2"] and lines[3].split()[:2] == ["sparse0", "2"]
+    acc = [summary(r)["final_avg_acc"]["class_il"] for r in runs]
+    mean, std = statistics.fmean(acc[2:]), statistics.stdev(acc[2:])
+    assert f"{mean:.2f} ± {std:.2f}" in lines[3]
+    flops = [summary(r)["flops"]["train"] for r in runs]
+    fewer = statistics.fmean(flops[:2]) / statistics.fmean(flops[2:])
+    assert f"{fewer:.1f}x" in lines[3] and "1.0x" in lines[2]
+    assert cli.main(["compare", "--each", *map(str, runs)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 6
+    assert cli.main(["compare", str(tmp_path / "nothing")]) == 2
+    assert "has no summary.json" in capsys.readouterr().err

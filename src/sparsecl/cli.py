@@ -95,26 +95,11 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """One table over finished runs; FLOPs as "x fewer than" the first run (the baseline)."""
-    import json
+    """One table over finished runs (seeds of one setting folded into mean ± std); FLOPs relative to
+    the first row."""
+    from sparsecl.train.compare import group, read_runs, table
 
-    from sparsecl.configtools import ConfigError
-
-    rows = []
-    for d in args.runs:
-        f = Path(d) / "summary.json"
-        if not f.is_file():
-            raise ConfigError(f"{d} has no summary.json (not a finished run)")
-        rows.append((d, json.loads(f.read_text())))
-    base = rows[0][1]["flops"]["train"]
-    head = f"{'run':<28} {'Class-IL':>9} {'Task-IL':>8} {'forget':>7} {'train FLOPs':>12} {'fewer':>7} {'time (s)':>9} {'density':>8}"
-    print(head)
-    print("-" * len(head))
-    for d, s in rows:
-        fl = s["flops"]["train"]
-        print(f"{Path(d).name:<28} {s['final_avg_acc']['class_il']:>9.2f} {s['final_avg_acc']['task_il']:>8.2f} "
-              f"{s['forgetting']['class_il']:>7.2f} {fl:>12.3e} {base / fl:>6.1f}x {s['train_time_s']:>9.1f} "
-              f"{s['density']['overall']:>8.4f}")
+    print(table(group(read_runs(args.runs), by_setting=not args.each)))
     return 0
 
 
@@ -143,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", help="also look in this folder")
     p.set_defaults(func=cmd_datasets)
 
-    p = sub.add_parser("compare", help="one table over finished runs (FLOPs relative to the first)")
-    p.add_argument("runs", nargs="+", help="run folders; the first is the baseline")
+    p = sub.add_parser("compare", help="one table over finished runs, seeds of a setting as mean ± std (FLOPs "
+                                       "relative to the first)")
+    p.add_argument("runs", nargs="+", help="run folders; the first one's setting is the baseline")
+    p.add_argument("--each", action="store_true", help="one row per run instead of one per setting")
     p.set_defaults(func=cmd_compare)
 
     from sparsecl.export.cli import add_export_commands
