@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import torch
 from torch import nn
 
@@ -416,3 +419,41 @@ def test_tdm_on_tasks_too_short_for_the_schedule_still_ends_each_at_the_target(t
         assert any(e.get("skipped") for e in events)
     assert [layer.count for layer in run.engine.layers] == tdm.target
     assert abs(summary["density"]["overall"] - sum(tdm.target) / sum(l.numel for l in run.engine.layers)) < 1e-12
+
+
+def _host_args(name: str) -> list[str]:
+    """The smallest valid continual section for method ``name`` (buffer, replay size as it reads them)."""
+    from sparsecl.continual.methods import CL_METHODS
+
+    reads = CL_METHODS.get(name).options
+    args = [f"method={name}"]
+    if "buffer_size" in reads:
+        args.append("buffer_size=60")
+    if "replay_batch_size" in reads:
+        args.append("replay_batch_size=16")
+    return args
+
+
+def _all_methods() -> list[str]:
+    from sparsecl.continual.methods import CL_METHODS
+
+    return CL_METHODS.names()
+
+
+@pytest.mark.parametrize("name", _all_methods())
+def test_all_three_switches_compose_with_every_continual_method(name, tmp_path):
+    """SparCL on any host: the run ends, every task ends at the target density, DDR shrank the data and
+    the training FLOPs are far below the dense count."""
+    base = ["dataset=digits", "model=mlp", "hidden=64,64", "tasks=2", "batch_size=16", "epochs=2", "lr=0.05",
+            "progress=false", "seed=1", "checkpoint.at_task_end=false", "checkpoint.keep_model=false"]
+    cfg = make_config(TrainConfig, None, [*base, *_host_args(name), "sparsity.density=0.2", "sparcl.tdm=true",
+                                          "sparcl.ddr=true", "sparcl.dgm=true", "sparcl.dgm_ratio=0.9"])
+    run = build_run(cfg)
+    summary = Trainer(run, tmp_path, stream_out=lambda *a: None).fit()
+    ends = [r["density"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+            if r["event"] == "task_end"]
+    trained = [n > 0 for n in run.plan]
+    assert ends and all(abs(d - 0.2) < 1e-3 for d, t in zip(ends, trained) if t)
+    assert summary["flops"]["train"] < 0.5 * summary["flops"]["train_dense"]
+    full = 2 * sum(run.method.train_size(t) for t in run.stream.tasks)  # 2 epochs over every training set
+    assert summary["data_examples"] < full  # DDR removed examples from the later epochs
