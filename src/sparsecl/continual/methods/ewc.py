@@ -54,8 +54,10 @@ def fisher_diagonal(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ch
             lp = F.log_softmax(model(xs), 1).gather(1, ys[:, None]).squeeze(1)
             w = lp.detach().exp()
             flat = {n: io for n, io in seen.items() if io[0].dim() == 2}  # [B, in]: one row per example
-            outs = torch.autograd.grad(lp.sum(), [o for _, o in flat.values()])
+            outs = torch.autograd.grad(lp.sum(), [o for _, o in flat.values()], allow_unused=True)
             for (name, (a, _)), g in zip(flat.items(), outs):
+                if g is None:  # a layer whose output does not reach the logits: zero gradient
+                    continue
                 wg2 = w[:, None] * g.pow(2)
                 total[f"{name}.weight"] += wg2.T @ a.detach().pow(2)
                 if linears[name].bias is not None:
