@@ -107,7 +107,7 @@ def test_every_method_runs_a_two_task_stream(name, policy):
         assert out.logits.shape == (len(b), K) and out.logits.requires_grad
         assert out.n_forward >= len(b)
         # iCaRL forwards every example through the frozen previous network too (its distillation targets)
-        assert out.n_forward_only == (len(b) if name == "icarl" and task.id > 0 else 0)
+        assert out.n_forward_only == (len(b) if name in ("icarl", "lwf_mc") and task.id > 0 else 0)
         steps.append(task.id)
 
     _run(method, model, ctx, on_step=check)
@@ -160,6 +160,7 @@ N_REPLAY = {  # examples forwarded with grad beyond the current batch, given the
     "icarl": lambda held, past, task: 0,  # exemplars come in the training set's batches, not as replay
     "xder_ce": lambda held, past, task: 2 * min(3, held),
     "ewc_on": lambda held, past, task: 0,
+    "lwf_mc": lambda held, past, task: 0,
 }
 
 
@@ -173,7 +174,7 @@ def test_n_forward_counts_current_and_every_replay_example(name):
         seen.append(held)
 
     _run(method, model, ctx, steps=3, batch=2, on_step=check)
-    assert name in ("sgd", "joint", "icarl", "ewc_on") or seen[:3] == [0, 2, 4]  # replay starts once the buffer holds anything
+    assert name in ("sgd", "joint", "icarl", "ewc_on", "lwf_mc") or seen[:3] == [0, 2, 4]  # replay starts once the buffer holds anything
 
 
 def _linear_setup(name: str, **over):

@@ -1,5 +1,6 @@
 """iCaRL: herding order pinned on hand-made features, the exemplar sets' shrinking, the loss by hand, the
-nearest-mean classifier, the training set with exemplars, the step plan, and the frozen network's copy."""
+nearest-mean classifier, the training set with exemplars, the step plan, and the frozen network's copy;
+LwF-MC, the same distillation without exemplars."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def test_icarl_loss_by_hand_distills_earlier_classes_and_learns_the_current_ones
         old[1].weight.copy_(torch.arange(16.0).view(4, 4) / 20 - 0.3)
         old[1].bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
     method.old = old
-    method._seen[:2] = True  # task 0 (classes 0, 1) is done
+    method.seen[:2] = True  # task 0 (classes 0, 1) is done
     b = _batch(ctx, torch.tensor([[[[10, 200], [30, 40]]], [[[90, 5], [60, 250]]]], dtype=torch.uint8),
                torch.tensor([2, 0]), task=1)  # a current example and an exemplar of class 0
     out = method.compute_loss(b)
@@ -138,3 +139,22 @@ def test_icarl_refuses_a_domain_incremental_stream():
     with pytest.raises(ValueError, match="icarl needs a class- or task-incremental stream"):
         build_run(make_config(TrainConfig, None, ["dataset=digits", "stream=permuted", "tasks=2",
                                                   "method=icarl", "buffer_size=20", "progress=false"]))
+
+
+def test_lwf_mc_distils_the_network_frozen_at_the_task_end():
+    method, model, ctx = _linear_setup("lwf_mc")
+    task0 = ctx.stream.tasks[0]
+    method.on_task_end(None, task0)
+    assert method.seen.tolist() == [True, True, False, False] and not hasattr(method, "buffer")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05)  # training goes on; the frozen copy does not move
+    b = _batch(ctx, torch.tensor([[[[10, 200], [30, 40]]], [[[90, 5], [60, 250]]]], dtype=torch.uint8),
+               torch.tensor([2, 3]), task=1)
+    out = method.compute_loss(b)
+    z = model(b.x)
+    with torch.no_grad():
+        old = z - 0.05 * (b.x.flatten(1).sum(1, keepdim=True) + 1)  # the weights and biases before the shift
+    t = torch.cat([torch.sigmoid(old[:, :2]), F.one_hot(b.y, 4).float()[:, 2:]], 1)
+    torch.testing.assert_close(out.loss, F.binary_cross_entropy_with_logits(z, t))
+    assert out.n_forward_only == 2

@@ -15,7 +15,7 @@ class ContinualConfig:
     """Which continual method, with which buffer and loss weights (mammoth names in brackets).
 
     method:            a ``CL_METHODS`` name: sgd, joint, er, der, derpp, agem, er_ace, icarl, xder_ce,
-                       ewc_on.
+                       ewc_on, lwf_mc.
     buffer_size:       buffer capacity B [buffer_size]; 0 for methods without a buffer (sgd, joint), > 0 for
                        the others.
     replay_batch_size: examples per replay draw [minibatch_size]; 0 = the current batch's size.
@@ -36,7 +36,7 @@ class ContinualConfig:
     misplaced setting fails instead of being silently ignored.
     """
 
-    method: str = helpfield("sgd | joint | er | der | derpp | agem | er_ace | icarl | xder_ce | ewc_on", default="sgd")
+    method: str = helpfield("sgd | joint | er | der | derpp | agem | er_ace | icarl | xder_ce | ewc_on | lwf_mc", default="sgd")
     buffer_size: int = helpfield("buffer capacity (0 for methods without a buffer: sgd, joint)", default=0)
     replay_batch_size: int = helpfield("examples per replay draw (0: the current batch's size)", default=32)
     alpha: float = helpfield("weight of DER/DER++'s logit-matching MSE term", default=0.1)

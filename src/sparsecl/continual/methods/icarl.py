@@ -36,12 +36,11 @@ import torch.nn.functional as F
 from sparsecl.continual.base import MethodContext
 from sparsecl.continual.buffer import Buffer, BufferItems, BufferPolicy
 from sparsecl.continual.methods import CL_METHODS
+from sparsecl.continual.methods.frozen import DistilsPreviousNetwork
 from sparsecl.continual.methods.rehearsal import RehearsalMethod
 from sparsecl.data.batch import Batch
 from sparsecl.data.stream import Task
-from sparsecl.kernels.execution import plain_copy
 from sparsecl.models import logits_and_features
-from sparsecl.train.hooks import StepOutput
 
 
 def rank_within_class(y: torch.Tensor) -> torch.Tensor:
@@ -87,7 +86,7 @@ class ExemplarSets(BufferPolicy):
 
 
 @CL_METHODS.register("icarl")
-class ICaRL(RehearsalMethod):
+class ICaRL(DistilsPreviousNetwork, RehearsalMethod):
     """See the module docstring. Class- and task-incremental streams only (the classes of a task must be
     new: the distillation targets are the earlier classes' outputs)."""
 
@@ -102,11 +101,8 @@ class ICaRL(RehearsalMethod):
             raise ValueError("method icarl needs a class- or task-incremental stream (stream=class-il or "
                              "task-il): its tasks must bring new classes")
         super().__init__(model, cfg, ctx)
-        self.old: torch.nn.Module | None = None  # the network as it was at the end of the previous task
         self.means: torch.Tensor | None = None  # [K, D] renormalised class means of the exemplars' features
-        k = ctx.stream.num_classes
         self._n = int(ctx.stream.dataset.x_train.shape[0])
-        self._seen = torch.zeros(k, dtype=torch.bool, device=ctx.device)  # classes of the tasks before this one
 
     # -- training set: the task's examples and the exemplars --------------------------------------
     def train_indices(self, task: Task) -> torch.Tensor | None:
@@ -140,29 +136,14 @@ class ICaRL(RehearsalMethod):
         x_raw[ex], y[ex] = self.buffer.x.index_select(0, slots), self.buffer.y.index_select(0, slots)
         return Batch(self.ctx.transform.train(x_raw, generator), y, x_raw, idx, task.id)
 
-    # -- the loss ---------------------------------------------------------------------------------
-    def compute_loss(self, batch: Batch) -> StepOutput:
-        logits = self.model(batch.x)
-        seen = self._seen.clone()
-        seen[list(self.ctx.stream.tasks[batch.task].classes)] = True
-        target = F.one_hot(batch.y, logits.shape[1]).to(logits.dtype)
-        forward_only = 0
-        if self.old is not None:
-            with torch.no_grad():
-                target = torch.where(self._seen, torch.sigmoid(self.old(batch.x)).to(logits.dtype), target)
-            forward_only = len(batch)
-        loss = F.binary_cross_entropy_with_logits(logits[:, seen], target[:, seen])
-        return StepOutput(loss, logits, len(batch), n_forward_only=forward_only)
-
     # -- task end: frozen network, exemplars, class means -----------------------------------------
     def on_task_end(self, state: Any, task: Task) -> None:
-        self.old = plain_copy(self.model).eval().requires_grad_(False)
         active = getattr(state, "active_idx", None)
         cand = task.train_idx if active is None else active[active < self._n]
         ds = self.ctx.stream.dataset
         y = ds.y_train.index_select(0, cand)
         classes = [c for c in task.classes if bool((y == c).any())]
-        k = int(self._seen.sum()) + len(classes)
+        k = int(self.seen.sum()) + len(classes)
         m = self.buffer.capacity // max(k, 1)
         picks = []
         for c in classes:
@@ -172,7 +153,7 @@ class ICaRL(RehearsalMethod):
             idx = torch.cat(picks)
             self.buffer.add_task(task.inputs(ds.x_train.index_select(0, idx)), ds.y_train.index_select(0, idx), None,
                                  task.id)
-        self._seen[list(task.classes)] = True
+        self.freeze(task.classes)
         self.means = self._class_means()
 
     @torch.no_grad()
@@ -198,19 +179,14 @@ class ICaRL(RehearsalMethod):
             return self.model(x)
         feats = F.normalize(logits_and_features(self.model, x)[1].float(), dim=1)
         dist = torch.cdist(feats, self.means).pow(2)
-        held = torch.zeros_like(self._seen).index_fill_(0, self.buffer.y, True)
+        held = torch.zeros_like(self.seen).index_fill_(0, self.buffer.y, True)
         return (-dist).masked_fill(~held, float("-inf"))
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "seen": self._seen.clone(), "means": self.means,
-                "old": None if self.old is None else self.old.state_dict()}
+        return {**super().state_dict(), **self.previous_state(), "means": self.means}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         super().load_state_dict(sd)
-        self._seen.copy_(sd["seen"])
+        self.load_previous(sd)
         self.means = sd["means"]
-        self.old = None
-        if sd["old"] is not None:
-            self.old = plain_copy(self.model).eval().requires_grad_(False)
-            self.old.load_state_dict(sd["old"])

@@ -1,0 +1,40 @@
+"""LwF-MC: Learning without Forgetting (Li & Hoiem, ECCV 2016, arXiv 1606.09282) in the multi-class form
+of the iCaRL paper (Rebuffi et al., CVPR 2017, Sec. 4: "LwF.MC"), as mammoth's ``lwf_mc``: iCaRL's
+distillation loss with neither exemplars nor the nearest-mean classifier.
+
+loss = BCE with logits over the classes seen so far; targets: the one-hot label on the current task's
+classes, the previous task's frozen network's sigmoid outputs on the earlier ones (``frozen``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sparsecl.continual.base import MethodContext
+from sparsecl.continual.methods import CL_METHODS
+from sparsecl.continual.methods.frozen import DistilsPreviousNetwork
+from sparsecl.data.stream import Task
+
+
+@CL_METHODS.register("lwf_mc")
+class LwFMC(DistilsPreviousNetwork):
+    """See the module docstring. Class- and task-incremental streams only (a task's classes must be new)."""
+
+    options: tuple[str, ...] = ()
+
+    def __init__(self, model: torch.nn.Module, cfg: Any, ctx: MethodContext) -> None:
+        if ctx.stream.scenario == "domain-il":
+            raise ValueError("method lwf_mc needs a class- or task-incremental stream (stream=class-il or "
+                             "task-il): its tasks must bring new classes")
+        super().__init__(model, cfg, ctx)
+
+    def on_task_end(self, state: Any, task: Task) -> None:
+        self.freeze(task.classes)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.previous_state()
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.load_previous(sd)
