@@ -33,6 +33,7 @@ METHOD_ARGS = {
     "icarl": ["method=icarl", "buffer_size=500"],
     "ewc_on": ["method=ewc_on", "ewc_lambda=10", "ewc_gamma=1.0"],  # mammoth's Split CIFAR-10 setting
     "lwf_mc": ["method=lwf_mc"],
+    "si": ["method=si"],  # mammoth's stored setting: c 0.1, xi 0.1
     "xder_ce": ["method=xder_ce", "buffer_size=500", "alpha=0.1", "beta=0.5"],  # mammoth's eta 0.1, m 0.3
     "xder_ce@eta1": ["method=xder_ce", "buffer_size=500", "alpha=0.1", "beta=0.5", "eta=1.0"],
     # Avalanche's own buffer discipline: experience-balanced, filled at task end (DER: logits of the model

@@ -17,7 +17,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("validation fraction of 1", ["train", *D, "validation=1"], r"validation must be a fraction in \[0, 1\), got 1.0"),
     ("zero epochs", ["train", *D, "epochs=0"], r"epochs must be >= 1, got 0"),
     ("unknown optimiser", ["train", *D, "optimizer=rmsprop"], r"optimizer='rmsprop' is not valid; choose one of: sgd, adam, adamw"),
-    ("unknown continual method", ["train", *D, "method=foo"], r"unknown continual method 'foo'; valid: agem, der, derpp, er, er_ace, ewc_on, icarl, joint, lwf_mc, sgd, xder_ce"),
+    ("unknown continual method", ["train", *D, "method=foo"], r"unknown continual method 'foo'; valid: agem, der, derpp, er, er_ace, ewc_on, icarl, joint, lwf_mc, sgd, si, xder_ce"),
     ("unknown sparse method", ["train", *D, "sparsity.method=foo"], r"sparsity.method='foo' is not valid; choose one of: auto, dense"),
     ("unknown model", ["train", *D, "model=foo"], r"unknown model 'foo'; valid: cnn, mlp, resnet18, wrn"),
     ("unknown dataset", ["train", "dataset=foo", "progress=false"], r"unknown dataset 'foo'; valid: cifar10, cifar100, digits"),

@@ -161,6 +161,7 @@ N_REPLAY = {  # examples forwarded with grad beyond the current batch, given the
     "xder_ce": lambda held, past, task: 2 * min(3, held),
     "ewc_on": lambda held, past, task: 0,
     "lwf_mc": lambda held, past, task: 0,
+    "si": lambda held, past, task: 0,
 }
 
 
@@ -174,7 +175,7 @@ def test_n_forward_counts_current_and_every_replay_example(name):
         seen.append(held)
 
     _run(method, model, ctx, steps=3, batch=2, on_step=check)
-    assert name in ("sgd", "joint", "icarl", "ewc_on", "lwf_mc") or seen[:3] == [0, 2, 4]  # replay starts once the buffer holds anything
+    assert name in ("sgd", "joint", "icarl", "ewc_on", "lwf_mc", "si") or seen[:3] == [0, 2, 4]  # replay starts once the buffer holds anything
 
 
 def _linear_setup(name: str, **over):

@@ -15,7 +15,7 @@ class ContinualConfig:
     """Which continual method, with which buffer and loss weights (mammoth names in brackets).
 
     method:            a ``CL_METHODS`` name: sgd, joint, er, der, derpp, agem, er_ace, icarl, xder_ce,
-                       ewc_on, lwf_mc.
+                       ewc_on, lwf_mc, si.
     buffer_size:       buffer capacity B [buffer_size]; 0 for methods without a buffer (sgd, joint), > 0 for
                        the others.
     replay_batch_size: examples per replay draw [minibatch_size]; 0 = the current batch's size.
@@ -31,12 +31,15 @@ class ContinualConfig:
                        ``--gamma`` 0.85, ``--eta`` 0.1, ``--m`` 0.3).
     ewc_lambda, ewc_gamma: online EWC's penalty weight and Fisher decay (mammoth ``--e_lambda``, ``--gamma``;
                        its Split CIFAR-10 setting 10 and 1).
+    si_c, si_xi:       Synaptic Intelligence's penalty weight and damping (mammoth ``--c``, ``--xi``; its
+                       Permuted MNIST setting 0.1 and 0.1).
 
     Each method reads only some of these (its ``options``); one it ignores must stay at its default, so a
     misplaced setting fails instead of being silently ignored.
     """
 
-    method: str = helpfield("sgd | joint | er | der | derpp | agem | er_ace | icarl | xder_ce | ewc_on | lwf_mc", default="sgd")
+    method: str = helpfield("sgd | joint | er | der | derpp | agem | er_ace | icarl | xder_ce | ewc_on | lwf_mc | si",
+                            default="sgd")
     buffer_size: int = helpfield("buffer capacity (0 for methods without a buffer: sgd, joint)", default=0)
     replay_batch_size: int = helpfield("examples per replay draw (0: the current batch's size)", default=32)
     alpha: float = helpfield("weight of DER/DER++'s logit-matching MSE term", default=0.1)
@@ -50,6 +53,8 @@ class ContinualConfig:
     margin: float = helpfield("X-DER: margin of the past/future logit constraints (mammoth --m)", default=0.3)
     ewc_lambda: float = helpfield("online EWC: weight of the Fisher-weighted quadratic penalty", default=10.0)
     ewc_gamma: float = helpfield("online EWC: decay of the accumulated Fisher at each task end", default=1.0)
+    si_c: float = helpfield("Synaptic Intelligence: weight of the importance-weighted quadratic penalty", default=0.1)
+    si_xi: float = helpfield("Synaptic Intelligence: damping xi of the importance normalisation", default=0.1)
 
     def __post_init__(self) -> None:
         if self.method not in CL_METHODS:
@@ -62,7 +67,7 @@ class ContinualConfig:
         _check_int("buffer_size", self.buffer_size, 0)
         _check_int("replay_batch_size", self.replay_batch_size, 0)
         _check_int("agem_batch", self.agem_batch, 1)
-        for name in ("alpha", "beta", "gamma", "eta", "margin", "ewc_lambda", "ewc_gamma"):
+        for name in ("alpha", "beta", "gamma", "eta", "margin", "ewc_lambda", "ewc_gamma", "si_c", "si_xi"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")

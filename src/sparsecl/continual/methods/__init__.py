@@ -27,4 +27,6 @@ def create_method(
 
 
 # registration (after CL_METHODS exists: each module registers into it)
-from sparsecl.continual.methods import agem, der, derpp, er, er_ace, ewc, icarl, joint, lwf_mc, sgd, xder  # noqa: E402,F401
+from sparsecl.continual.methods import (  # noqa: E402,F401
+    agem, der, derpp, er, er_ace, ewc, icarl, joint, lwf_mc, sgd, si, xder,
+)
