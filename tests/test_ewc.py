@@ -42,7 +42,7 @@ def test_penalty_and_online_decay_by_hand():
     method, model, ctx = _linear_setup("ewc_on", ewc_lambda=3.0, ewc_gamma=0.5)
     task0, task1 = ctx.stream.tasks
     method.on_task_end(None, task0)
-    f0 = {n: f.clone() for n, f in method.fisher.items()}
+    f0 = {n: f.clone() for n, f in method.importance.items()}
     anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
     ds = ctx.stream.dataset
     x0 = ctx.transform.test(ds.x_train[task0.train_idx])
@@ -61,7 +61,7 @@ def test_penalty_and_online_decay_by_hand():
     x1 = ctx.transform.test(ds.x_train[task1.train_idx])
     f1 = fisher_diagonal(model, x1, ds.y_train[task1.train_idx])
     for n in f0:
-        torch.testing.assert_close(method.fisher[n], 0.5 * f0[n] + f1[n] / task1.train_idx.numel())
+        torch.testing.assert_close(method.importance[n], 0.5 * f0[n] + f1[n] / task1.train_idx.numel())
 
 
 def test_online_ewc_runs_on_a_domain_incremental_stream_with_sparse_execution(tmp_path):
@@ -72,7 +72,7 @@ def test_online_ewc_runs_on_a_domain_incremental_stream_with_sparse_execution(tm
     run = build_run(cfg)
     summary = Trainer(run, tmp_path, stream_out=lambda *a: None).fit()
     assert summary["execution"]["hidden.0"] == "csr"
-    assert run.method.fisher is not None and all(torch.isfinite(f).all() for f in run.method.fisher.values())
+    assert run.method.importance is not None and all(torch.isfinite(f).all() for f in run.method.importance.values())
     mask = run.engine.masks["hidden.0.weight"]
     assert torch.equal(run.model.hidden[0].weight.detach()[~mask], torch.zeros(int((~mask).sum())))
     assert summary["final_avg_acc"]["class_il"] > 30  # far above chance (10 %)

@@ -34,11 +34,11 @@ def test_path_integral_importance_and_penalty_by_hand():
     method.on_task_end(None, task0)
     for n, p in model.named_parameters():
         delta = p.detach() - start[n]
-        torch.testing.assert_close(method.big_omega[n], 0.1 * clipped[n].pow(2) / (delta.pow(2) + 0.5))
+        torch.testing.assert_close(method.importance[n], 0.1 * clipped[n].pow(2) / (delta.pow(2) + 0.5))
         assert torch.equal(method.anchor[n], p.detach()) and not method.omega[n].any()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.2)
     b1 = _batch(ctx, X, torch.tensor([2, 3]), task=1)
-    pen = sum((method.big_omega[n] * (p - method.anchor[n]).pow(2)).sum() for n, p in model.named_parameters())
+    pen = sum((method.importance[n] * (p - method.anchor[n]).pow(2)).sum() for n, p in model.named_parameters())
     torch.testing.assert_close(method.compute_loss(b1).loss, F.cross_entropy(model(b1.x), b1.y) + 2.0 * pen)

@@ -48,12 +48,17 @@ class ContinualConfig:
                                          "--use_cl_mask; none: on in SparCL runs, else off)", default=None)
     buffer_policy: str = helpfield("reservoir | class-balanced | after-task", default="reservoir")
     agem_batch: int = helpfield("A-GEM's reference-gradient sample size (the paper's P = 256)", default=256)
-    gamma: float = helpfield("X-DER: a transplanted logit is scaled to at most gamma x the stored true-class logit", default=0.85)
+    # X-DER (mammoth --gamma, --eta, --m)
+    gamma: float = helpfield("X-DER: a transplanted logit is scaled to at most gamma x the stored true-class "
+                             "logit", default=0.85)
     eta: float = helpfield("X-DER: weight of the past/future logit constraints", default=0.1)
-    margin: float = helpfield("X-DER: margin of the past/future logit constraints (mammoth --m)", default=0.3)
+    margin: float = helpfield("X-DER: margin of the past/future logit constraints", default=0.3)
+    # online EWC (mammoth --e_lambda, --gamma)
     ewc_lambda: float = helpfield("online EWC: weight of the Fisher-weighted quadratic penalty", default=10.0)
     ewc_gamma: float = helpfield("online EWC: decay of the accumulated Fisher at each task end", default=1.0)
-    si_c: float = helpfield("Synaptic Intelligence: weight of the importance-weighted quadratic penalty", default=0.1)
+    # Synaptic Intelligence (mammoth --c, --xi)
+    si_c: float = helpfield("Synaptic Intelligence: weight of the importance-weighted quadratic penalty",
+                            default=0.1)
     si_xi: float = helpfield("Synaptic Intelligence: damping xi of the importance normalisation", default=0.1)
 
     def __post_init__(self) -> None:

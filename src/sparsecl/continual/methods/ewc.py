@@ -22,12 +22,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sparsecl.continual.base import ContinualMethod, MethodContext
 from sparsecl.continual.methods import CL_METHODS
-from sparsecl.data.batch import Batch
+from sparsecl.continual.methods.penalty import AnchoredPenalty
 from sparsecl.data.stream import Task
 from sparsecl.kernels.execution import plain_copy
-from sparsecl.train.hooks import StepOutput
 
 
 def fisher_diagonal(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 256) -> dict[str, torch.Tensor]:
@@ -92,26 +90,11 @@ def _vmap_fisher(model: torch.nn.Module, params: dict[str, torch.Tensor], names:
 
 
 @CL_METHODS.register("ewc_on")
-class OnlineEWC(ContinualMethod):
-    """See the module docstring."""
+class OnlineEWC(AnchoredPenalty):
+    """See the module docstring; ``importance`` is the online Fisher diagonal."""
 
     options: tuple[str, ...] = ("masked_head", "ewc_lambda", "ewc_gamma")
-
-    def __init__(self, model: torch.nn.Module, cfg: Any, ctx: MethodContext) -> None:
-        super().__init__(model, cfg, ctx)
-        self.params = dict(model.named_parameters())
-        self.fisher: dict[str, torch.Tensor] | None = None
-        self.anchor: dict[str, torch.Tensor] | None = None  # theta* (end of the previous task)
-
-    def penalty(self) -> torch.Tensor:
-        return sum((self.fisher[n] * (p - self.anchor[n]).pow(2)).sum() for n, p in self.params.items())
-
-    def compute_loss(self, batch: Batch) -> StepOutput:
-        logits = self.model(batch.x)
-        loss = self.current_loss(logits, batch, self.cfg.masked_head)
-        if self.anchor is not None:
-            loss = loss + self.cfg.ewc_lambda * self.penalty()
-        return StepOutput(loss, logits, len(batch))
+    weight_key = "ewc_lambda"
 
     @torch.no_grad()
     def on_task_end(self, state: Any, task: Task) -> None:
@@ -124,14 +107,14 @@ class OnlineEWC(ContinualMethod):
         with torch.enable_grad():
             new = fisher_diagonal(plain_copy(self.model).eval(), x, ds.y_train.index_select(0, idx))
         new = {n: f / idx.numel() for n, f in new.items()}
-        if self.fisher is None:
-            self.fisher = new
+        if self.importance is None:
+            self.importance = new
         else:
-            self.fisher = {n: self.cfg.ewc_gamma * f + new[n] for n, f in self.fisher.items()}
-        self.anchor = {n: p.detach().clone() for n, p in self.params.items()}
+            self.importance = {n: self.cfg.ewc_gamma * f + new[n] for n, f in self.importance.items()}
+        self.anchor = self.snapshot()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"fisher": self.fisher, "anchor": self.anchor}
+        return {"fisher": self.importance, "anchor": self.anchor}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        self.fisher, self.anchor = sd["fisher"], sd["anchor"]
+        self.importance, self.anchor = sd["fisher"], sd["anchor"]

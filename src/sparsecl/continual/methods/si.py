@@ -18,45 +18,34 @@ from typing import Any
 
 import torch
 
-from sparsecl.continual.base import ContinualMethod, MethodContext
+from sparsecl.continual.base import MethodContext
 from sparsecl.continual.methods import CL_METHODS
+from sparsecl.continual.methods.penalty import AnchoredPenalty
 from sparsecl.data.batch import Batch
 from sparsecl.data.stream import Task
 from sparsecl.train.hooks import StepOutput
 
 
 @CL_METHODS.register("si")
-class SynapticIntelligence(ContinualMethod):
-    """See the module docstring."""
+class SynapticIntelligence(AnchoredPenalty):
+    """See the module docstring; ``importance`` is Omega."""
 
     options: tuple[str, ...] = ("masked_head", "si_c", "si_xi")
+    weight_key = "si_c"
 
     def __init__(self, model: torch.nn.Module, cfg: Any, ctx: MethodContext) -> None:
         super().__init__(model, cfg, ctx)
-        self.params = dict(model.named_parameters())
-        self.anchor: dict[str, torch.Tensor] | None = None  # theta*
-        self.big_omega: dict[str, torch.Tensor] | None = None
         self.omega = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self._before: dict[str, torch.Tensor] = {}  # parameters before the coming optimizer step
 
     def on_task_start(self, state: Any, task: Task) -> None:
         super().on_task_start(state, task)
         if self.anchor is None:  # after the mask engine's begin(): inactive weights are already 0
-            self.anchor = {n: p.detach().clone() for n, p in self.params.items()}
-
-    def penalty(self) -> torch.Tensor:
-        return sum((self.big_omega[n] * (p - self.anchor[n]).pow(2)).sum() for n, p in self.params.items())
-
-    def compute_loss(self, batch: Batch) -> StepOutput:
-        logits = self.model(batch.x)
-        loss = self.current_loss(logits, batch, self.cfg.masked_head)
-        if self.big_omega is not None:
-            loss = loss + self.cfg.si_c * self.penalty()
-        return StepOutput(loss, logits, len(batch))
+            self.anchor = self.snapshot()
 
     def after_backward(self, state: Any, batch: Batch, out: StepOutput) -> None:
         torch.nn.utils.clip_grad_value_(list(self.params.values()), 1.0)
-        self._before = {n: p.detach().clone() for n, p in self.params.items()}
+        self._before = self.snapshot()
 
     @torch.no_grad()
     def after_step(self, state: Any, batch: Batch, out: StepOutput) -> None:
@@ -67,17 +56,18 @@ class SynapticIntelligence(ContinualMethod):
 
     @torch.no_grad()
     def on_task_end(self, state: Any, task: Task) -> None:
-        if self.big_omega is None:
-            self.big_omega = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        if self.importance is None:
+            self.importance = {n: torch.zeros_like(p) for n, p in self.params.items()}
         for n, p in self.params.items():
-            self.big_omega[n] += self.omega[n] / ((p - self.anchor[n]).pow(2) + self.cfg.si_xi)
-            self.anchor[n] = p.detach().clone()
+            self.importance[n] += self.omega[n] / ((p - self.anchor[n]).pow(2) + self.cfg.si_xi)
             self.omega[n].zero_()
+        self.anchor = self.snapshot()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"anchor": self.anchor, "big_omega": self.big_omega, "omega": {n: o.clone() for n, o in self.omega.items()}}
+        return {"anchor": self.anchor, "big_omega": self.importance,
+                "omega": {n: o.clone() for n, o in self.omega.items()}}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        self.anchor, self.big_omega = sd["anchor"], sd["big_omega"]
+        self.anchor, self.importance = sd["anchor"], sd["big_omega"]
         for n, o in sd["omega"].items():
             self.omega[n].copy_(o)
