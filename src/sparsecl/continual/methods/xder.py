@@ -133,6 +133,7 @@ class XDERCE(RehearsalMethod):
             bad = torch.cat([logits[:, self._tasks(t + 1, n_tasks)], *bad_rows])
             good = torch.cat([logits[:, cur], *good_rows])
             loss = loss + cfg.eta * _hinge(bad, good, cfg.margin)
+        # SparCL's importance split: the current-data CE apart, the rest (replay terms, constraints) together
         return StepOutput(loss, logits, n, parts={"current": stream, "buffer": loss - stream})
 
     @torch.no_grad()
