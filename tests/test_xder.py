@@ -78,7 +78,7 @@ def test_memory_at_task_end_is_class_balanced_with_updated_logits():
     method.on_task_end(None, task0)  # the reservoir is replaced by 3 random examples of each class
     assert torch.bincount(method.buffer.y, minlength=4).tolist() == [3, 3, 0, 0]
     with torch.no_grad():
-        stored0 = method._logits_of(method.buffer.x)
+        stored0 = method.outputs_of(method.buffer.x)
     torch.testing.assert_close(method.buffer.logits, stored0)  # stored with the network's logits now
     held_x, held_y = method.buffer.x.clone(), method.buffer.y.clone()
     method.on_task_end(None, task1)  # 6 // 4 = 1 per earlier class kept (its first), room 4: 2 per new class
@@ -88,11 +88,11 @@ def test_memory_at_task_end_is_class_balanced_with_updated_logits():
     assert torch.equal(buf.x[:2], held_x[firsts]) and torch.equal(buf.y[:2], held_y[firsts])
     # the kept earlier examples got the finished task's logits (columns 2, 3) transplanted
     with torch.no_grad():
-        now = method._logits_of(buf.x[:2])
+        now = method.outputs_of(buf.x[:2])
     expect = transplant(stored0[firsts], now, buf.y[:2], torch.tensor([2, 3]), method.cfg.gamma)
     torch.testing.assert_close(buf.logits[:2], expect)
     with torch.no_grad():  # the new examples: the network's logits, earlier classes capped
-        fresh = method._logits_of(buf.x[2:])
+        fresh = method.outputs_of(buf.x[2:])
     torch.testing.assert_close(buf.logits[2:], transplant(fresh, fresh, buf.y[2:], torch.tensor([0, 1]),
                                                           method.cfg.gamma))
 

@@ -37,6 +37,8 @@ class ContinualMethod(Component):
     ``train_indices`` (which examples a task trains on; Joint changes it).
     """
 
+    needs_new_classes = False  # tasks must bring classes of their own (``create_method`` checks the stream)
+
     def __init__(self, model: torch.nn.Module, cfg: "object", ctx: MethodContext) -> None:
         self.model = model
         self.cfg = cfg
@@ -71,6 +73,28 @@ class ContinualMethod(Component):
         """One more than the largest example index ``train_indices`` can return (Dynamic Data Removal keys
         its per-example state on them): the training split's size unless a method numbers more."""
         return int(self.ctx.stream.dataset.x_train.shape[0])
+
+    def finished_examples(self, state: object, task: Task) -> torch.Tensor:
+        """Training-split indices of ``task``'s examples still active at its end: the loop's
+        ``state.active_idx`` (what Dynamic Data Removal left; a method's own extra indices, >= the split's
+        size, dropped), else the task's split."""
+        active = getattr(state, "active_idx", None)
+        if active is None:
+            return task.train_idx
+        return active[active < self.ctx.stream.dataset.x_train.shape[0]]
+
+    @torch.no_grad()
+    def outputs_of(self, x_raw: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   chunk: int = 256) -> torch.Tensor:
+        """``fn`` (default: the model) on the non-augmented test view of uint8 inputs, in eval mode and in
+        chunks, as float; the model's mode is restored."""
+        fn = fn or self.model
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return torch.cat([fn(self.ctx.transform.test(part)).float() for part in x_raw.split(chunk)])
+        finally:
+            self.model.train(was_training)
 
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Scores [B, classes] the evaluation takes the argmax of (the model's logits unless the method

@@ -22,8 +22,13 @@ CL_METHODS: Registry[type[ContinualMethod]] = Registry("continual method")
 def create_method(
     name: str, model: torch.nn.Module, cfg: "ContinualConfig", ctx: MethodContext
 ) -> ContinualMethod:
-    """Build continual method ``name`` (unknown names raise, listing the valid ones)."""
-    return CL_METHODS.create(name, model, cfg, ctx)
+    """Build continual method ``name`` (unknown names raise, listing the valid ones). A method whose
+    tasks must bring new classes (``needs_new_classes``) refuses a domain-incremental stream."""
+    cls = CL_METHODS.get(name)
+    if cls.needs_new_classes and ctx.stream.scenario == "domain-il":
+        raise ValueError(f"method {name} needs a class- or task-incremental stream (stream=class-il or task-il): "
+                         "each of its tasks must bring new classes")
+    return cls(model, cfg, ctx)
 
 
 # registration (after CL_METHODS exists: each module registers into it)

@@ -98,8 +98,7 @@ class OnlineEWC(AnchoredPenalty):
 
     @torch.no_grad()
     def on_task_end(self, state: Any, task: Task) -> None:
-        active = getattr(state, "active_idx", None)
-        idx = task.train_idx if active is None else active
+        idx = self.finished_examples(state, task)
         if idx.numel() == 0:
             return
         ds = self.ctx.stream.dataset

@@ -92,14 +92,12 @@ class ICaRL(DistilsPreviousNetwork, RehearsalMethod):
 
     options: tuple[str, ...] = ("buffer_size",)
     replay_draws = 0  # the exemplars come through the training set, not through replay draws
+    needs_new_classes = True
 
     def buffer_policy(self) -> ExemplarSets:
         return ExemplarSets()
 
     def __init__(self, model: torch.nn.Module, cfg: Any, ctx: MethodContext) -> None:
-        if ctx.stream.scenario == "domain-il":
-            raise ValueError("method icarl needs a class- or task-incremental stream (stream=class-il or "
-                             "task-il): its tasks must bring new classes")
         super().__init__(model, cfg, ctx)
         self.means: torch.Tensor | None = None  # [K, D] renormalised class means of the exemplars' features
         self._n = int(ctx.stream.dataset.x_train.shape[0])
@@ -138,8 +136,7 @@ class ICaRL(DistilsPreviousNetwork, RehearsalMethod):
 
     # -- task end: frozen network, exemplars, class means -----------------------------------------
     def on_task_end(self, state: Any, task: Task) -> None:
-        active = getattr(state, "active_idx", None)
-        cand = task.train_idx if active is None else active[active < self._n]
+        cand = self.finished_examples(state, task)
         ds = self.ctx.stream.dataset
         y = ds.y_train.index_select(0, cand)
         classes = [c for c in task.classes if bool((y == c).any())]
@@ -156,16 +153,9 @@ class ICaRL(DistilsPreviousNetwork, RehearsalMethod):
         self.freeze(task.classes)
         self.means = self._class_means()
 
-    @torch.no_grad()
-    def _features(self, x_raw: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    def _features(self, x_raw: torch.Tensor) -> torch.Tensor:
         """L2-normalised features of non-augmented uint8 inputs, eval mode."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            feats = [logits_and_features(self.model, self.ctx.transform.test(part))[1] for part in x_raw.split(chunk)]
-        finally:
-            self.model.train(was_training)
-        return F.normalize(torch.cat(feats).float(), dim=1)
+        return F.normalize(self.outputs_of(x_raw, lambda x: logits_and_features(self.model, x)[1]), dim=1)
 
     def _class_means(self) -> torch.Tensor:
         feats = self._features(self.buffer.x)

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from sparsecl.continual.base import MethodContext
 from sparsecl.continual.methods import CL_METHODS
 from sparsecl.continual.methods.frozen import DistilsPreviousNetwork
 from sparsecl.data.stream import Task
@@ -23,12 +20,7 @@ class LwFMC(DistilsPreviousNetwork):
     """See the module docstring. Class- and task-incremental streams only (a task's classes must be new)."""
 
     options: tuple[str, ...] = ()
-
-    def __init__(self, model: torch.nn.Module, cfg: Any, ctx: MethodContext) -> None:
-        if ctx.stream.scenario == "domain-il":
-            raise ValueError("method lwf_mc needs a class- or task-incremental stream (stream=class-il or "
-                             "task-il): its tasks must bring new classes")
-        super().__init__(model, cfg, ctx)
+    needs_new_classes = True
 
     def on_task_end(self, state: Any, task: Task) -> None:
         self.freeze(task.classes)

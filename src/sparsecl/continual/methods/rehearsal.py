@@ -109,14 +109,13 @@ class RehearsalMethod(ContinualMethod):
         split. DER targets are the logits of the model at task end on the non-augmented test view, in
         eval mode (no online logits exist under this policy).
         """
-        active = getattr(state, "active_idx", None)
-        cand = self._offerable(task, task.train_idx if active is None else active)
+        cand = self._offerable(task, self.finished_examples(state, task))
         gen = self.ctx.generator
         perm = torch.randperm(cand.numel(), generator=gen, device=gen.device).to(cand.device)
         idx = cand[perm[: self.buffer.task_quota()]]
         ds = self.ctx.stream.dataset
         x = task.inputs(ds.x_train[idx])
-        logits = self._logits_of(x) if self.store_logits else None
+        logits = self.outputs_of(x) if self.store_logits else None
         self.buffer.add_task(x, ds.y_train[idx], logits, task.id)
 
     def _offerable(self, task: Task, idx: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
@@ -128,15 +127,6 @@ class RehearsalMethod(ContinualMethod):
             for part in idx.split(chunk)
         ]
         return torch.cat(keep)
-
-    @torch.no_grad()
-    def _logits_of(self, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            return torch.cat([self.model(self.ctx.transform.test(part)).float() for part in x.split(chunk)])
-        finally:
-            self.model.train(was_training)
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

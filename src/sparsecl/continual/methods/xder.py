@@ -79,12 +79,10 @@ class XDERCE(RehearsalMethod):
 
     store_logits = True
     replay_draws = 2
+    needs_new_classes = True  # its heads are per task
     options: tuple[str, ...] = ("buffer_size", "replay_batch_size", "alpha", "beta", "gamma", "eta", "margin")
 
     def __init__(self, model: torch.nn.Module, cfg: Any, ctx: MethodContext) -> None:
-        if ctx.stream.scenario == "domain-il":
-            raise ValueError("method xder_ce needs a class- or task-incremental stream (stream=class-il or "
-                             "task-il): its heads are per task")
         super().__init__(model, cfg, ctx)
         dev = ctx.device
         self.cols = torch.stack([torch.tensor(t.classes, device=dev) for t in ctx.stream.tasks])  # [T, per task]
@@ -167,8 +165,7 @@ class XDERCE(RehearsalMethod):
         room = buf.capacity - buf.filled
         quota = torch.full((per_task,), room // per_task, dtype=torch.int64)
         quota[torch.randperm(per_task, generator=gen, device=gen.device)[: room % per_task].cpu()] += 1
-        active = getattr(state, "active_idx", None)
-        cand = self._offerable(task, task.train_idx if active is None else active)
+        cand = self._offerable(task, self.finished_examples(state, task))
         cand = cand[torch.randperm(cand.numel(), generator=gen, device=gen.device).to(cand.device)]
         ds = self.ctx.stream.dataset
         y = ds.y_train.index_select(0, cand)
@@ -176,13 +173,13 @@ class XDERCE(RehearsalMethod):
         pick = (rank_within_class(y) < quota.to(y.device)[slot]).nonzero().flatten()
         x = task.inputs(ds.x_train.index_select(0, cand[pick]))
         y = y[pick]
-        logits = self._logits_of(x)
+        logits = self.outputs_of(x)
         if t > 0:  # the earlier classes' logits capped below the true class's, as for any transplant
             logits = transplant(logits, logits, y, self._tasks(0, t), self.cfg.gamma)
         buf.extend(x, y, logits, task=t)
         earlier = (self.task_of[buf.y] < t).nonzero().flatten()
         if earlier.numel():  # held examples of earlier tasks learn the finished task's classes' logits
-            outs = self._logits_of(buf.x.index_select(0, earlier))
+            outs = self.outputs_of(buf.x.index_select(0, earlier))
             buf.set_logits(earlier, transplant(buf.logits.index_select(0, earlier), outs, buf.y.index_select(0, earlier),
                                                self.cols[t], self.cfg.gamma))
         self.counter.zero_()
