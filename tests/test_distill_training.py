@@ -10,10 +10,10 @@ import torch
 from sparsecl.config import TrainConfig
 from sparsecl.configtools import ConfigError, make_config
 from sparsecl.data.batch import Batch
-from sparsecl.export.distill import DistillationLoss
+from sparsecl.losses import DistillationLoss
 from sparsecl.train.build import build_run
 from sparsecl.train.distill import Distillation
-from sparsecl.train.hooks import StepOutput
+from sparsecl.contract import StepOutput
 from sparsecl.train.loop import Trainer
 
 BASE = ["dataset=digits", "model=mlp", "hidden=32", "tasks=2", "batch_size=16", "epochs=1", "lr=0.05",

@@ -14,7 +14,7 @@ from sparsecl.kernels.native import native_kernels
 from sparsecl.sparse.config import SparsityConfig
 from sparsecl.sparse.engine import MaskEngine
 from sparsecl.train.build import build_run
-from sparsecl.train.hooks import Component
+from sparsecl.contract import Component
 from sparsecl.train.loop import Trainer
 
 

@@ -17,7 +17,7 @@ from sparsecl.sparcl.dgm import DynamicGradientMasking, topk_mask
 from sparsecl.sparcl.tdm import TaskAwareDynamicMasking, task_events
 from sparsecl.sparse.flops import profile_layers
 from sparsecl.train.build import build_run
-from sparsecl.train.hooks import LoopState, StepOutput
+from sparsecl.contract import LoopState, StepOutput
 from sparsecl.train.loop import TIMING_KEYS, Trainer
 from sparsecl.train.meters import FlopsMeter
 

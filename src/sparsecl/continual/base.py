@@ -13,7 +13,7 @@ from sparsecl.data.batch import Batch
 from sparsecl.data.loader import make_batch
 from sparsecl.data.stream import Stream, Task
 from sparsecl.data.transforms import BatchTransform
-from sparsecl.train.hooks import Component, StepOutput
+from sparsecl.contract import Component, StepOutput
 
 
 @dataclass

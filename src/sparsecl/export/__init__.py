@@ -15,7 +15,7 @@ from sparsecl.export.codecs import (
     fake_quantize_per_channel,
     quantize_symmetric,
 )
-from sparsecl.export.distill import DistillationLoss
+from sparsecl.losses import DistillationLoss
 from sparsecl.export.format import ExportError, ExportOptions, load_compressed, save_compressed
 from sparsecl.export.lowrank import LowRankLinear, factorize_linear, factorize_model, select_rank
 from sparsecl.export.quantize import QUANT_SCHEMES, model_size_bytes, quantize_model

@@ -47,7 +47,7 @@ from sparsecl.kernels.csr import CsrStructure, index_dtype, structure_from_mask
 from sparsecl.kernels.function import sparse_linear
 from sparsecl.kernels.native import native_kernels
 from sparsecl.kernels.paths import PATH_CHOICES, choose_conv_path, choose_path
-from sparsecl.train.hooks import Component, LoopState
+from sparsecl.contract import Component, LoopState
 
 class GatherActive(torch.autograd.Function):
     """``values = weight.flatten()[flat]``; the backward scatters ``grad values`` into a dense zero

@@ -14,7 +14,7 @@ from sparsecl.sparcl.ddr import DynamicDataRemoval
 from sparsecl.sparcl.dgm import DynamicGradientMasking
 from sparsecl.sparcl.tdm import TaskAwareDynamicMasking
 from sparsecl.sparse.filters import select_layers
-from sparsecl.train.hooks import Component
+from sparsecl.contract import Component
 
 
 @dataclass

@@ -37,7 +37,7 @@ import torch
 
 from sparsecl.data.batch import Batch
 from sparsecl.data.stream import Task
-from sparsecl.train.hooks import Component, LoopState, StepOutput
+from sparsecl.contract import Component, LoopState, StepOutput
 
 
 DDR_WINDOWS = ("removal", "task")  # what a removal scores: since the last removal | since the task began

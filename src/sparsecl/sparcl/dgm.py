@@ -26,7 +26,7 @@ import torch
 
 from sparsecl.data.batch import Batch
 from sparsecl.sparcl.gradsplit import current_grads, has_buffer_part
-from sparsecl.train.hooks import Component, LoopState, StepOutput
+from sparsecl.contract import Component, LoopState, StepOutput
 
 
 def topk_mask(score: torch.Tensor, keep: int, among: torch.Tensor | None = None) -> torch.Tensor:

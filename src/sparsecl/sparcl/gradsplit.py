@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from sparsecl.train.hooks import StepOutput
+from sparsecl.contract import StepOutput
 
 
 def current_grads(out: StepOutput, params: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -41,7 +41,7 @@ from sparsecl.data.batch import Batch
 from sparsecl.sparcl.config import SparclConfig
 from sparsecl.sparcl.gradsplit import current_grads, has_buffer_part
 from sparsecl.sparse.masks import count_for_density, drop_smallest, grow_largest
-from sparsecl.train.hooks import Component, LoopState, StepOutput
+from sparsecl.contract import Component, LoopState, StepOutput
 
 
 @dataclass(frozen=True)

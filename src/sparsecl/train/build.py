@@ -25,7 +25,7 @@ from sparsecl.sparse.flops import profile_layers
 from sparsecl.sparse.methods import SPARSE_METHODS
 from sparsecl.sparse.small_dense import match_width, target_param_count
 from sparsecl.train.distill import Distillation, build_trained, read_trained
-from sparsecl.train.hooks import Component
+from sparsecl.contract import Component
 from sparsecl.train.memory import keep_freed_memory
 from sparsecl.train.meters import FlopsMeter
 from sparsecl.train.optim import LrSchedule, make_optimizer

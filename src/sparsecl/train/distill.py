@@ -7,7 +7,7 @@ distilled into a sparse student) and, at every step, the current-data part of th
     (1 - w) * L_current + w * T^2 KL(softmax(v / T) || softmax(z / T))
 
 with v the teacher's and z the student's logits on the current batch (Hinton, Vinyals and Dean, 2015,
-arXiv:1503.02531; ``export.distill.DistillationLoss``). Replay terms of the continual method (DER++'s
+arXiv:1503.02531; ``losses.DistillationLoss``). Replay terms of the continual method (DER++'s
 logit and label terms, ...) are kept as they are, so the option composes with every method; for plain
 training (``method=sgd``) it is exactly Hinton's loss. SparCL's importance scores see the distilled
 current-data loss as their "current" part.
@@ -31,8 +31,8 @@ from torch import nn
 
 from sparsecl.configtools import ConfigError, helpfield
 from sparsecl.data.batch import Batch
-from sparsecl.export.distill import DistillationLoss
-from sparsecl.train.hooks import Component, LoopState, StepOutput
+from sparsecl.losses import DistillationLoss
+from sparsecl.contract import Component, LoopState, StepOutput
 
 
 @dataclass

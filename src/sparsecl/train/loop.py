@@ -21,7 +21,7 @@ from sparsecl.continual.metrics import evaluate, format_table, summarize
 from sparsecl.data.loader import EpochSampler, make_batch
 from sparsecl.train import checkpoint
 from sparsecl.train.build import Run
-from sparsecl.train.hooks import LoopState
+from sparsecl.contract import LoopState
 from sparsecl.train.logging import MetricsLog, Progress, write_json
 from sparsecl.train.meters import check_loss
 

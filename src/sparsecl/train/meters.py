@@ -9,7 +9,7 @@ import torch
 
 from sparsecl.data.batch import Batch
 from sparsecl.sparse.flops import TrainFlopsCounter, inference_flops, profile_layers
-from sparsecl.train.hooks import Component, LoopState, StepOutput
+from sparsecl.contract import Component, LoopState, StepOutput
 
 
 class NumericalFault(RuntimeError):

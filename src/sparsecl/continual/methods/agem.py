@@ -12,7 +12,7 @@ from sparsecl.continual.base import MethodContext
 from sparsecl.continual.methods import CL_METHODS
 from sparsecl.continual.methods.rehearsal import RehearsalMethod
 from sparsecl.data.batch import Batch
-from sparsecl.train.hooks import StepOutput
+from sparsecl.contract import StepOutput
 
 
 def agem_project(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from sparsecl.continual.methods import CL_METHODS
 from sparsecl.continual.methods.rehearsal import RehearsalMethod
 from sparsecl.data.batch import Batch
-from sparsecl.train.hooks import StepOutput
+from sparsecl.contract import StepOutput
 
 
 @CL_METHODS.register("derpp")

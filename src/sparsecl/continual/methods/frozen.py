@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from sparsecl.continual.base import ContinualMethod, MethodContext
 from sparsecl.data.batch import Batch
 from sparsecl.kernels.execution import plain_copy
-from sparsecl.train.hooks import StepOutput
+from sparsecl.contract import StepOutput
 
 
 class DistilsPreviousNetwork(ContinualMethod):

@@ -9,7 +9,7 @@ import torch
 
 from sparsecl.continual.base import ContinualMethod, MethodContext
 from sparsecl.data.batch import Batch
-from sparsecl.train.hooks import StepOutput
+from sparsecl.contract import StepOutput
 
 
 class AnchoredPenalty(ContinualMethod):

@@ -16,7 +16,7 @@ from sparsecl.continual.buffer import Buffer, BufferItems, BufferPolicy
 from sparsecl.data.batch import Batch
 from sparsecl.data.loader import make_batch
 from sparsecl.data.stream import Task
-from sparsecl.train.hooks import StepOutput
+from sparsecl.contract import StepOutput
 
 
 def spawn_generator(parent: torch.Generator, device: torch.device) -> torch.Generator:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sparsecl.continual.base import ContinualMethod
 from sparsecl.continual.methods import CL_METHODS
 from sparsecl.data.batch import Batch
-from sparsecl.train.hooks import StepOutput
+from sparsecl.contract import StepOutput
 
 
 @CL_METHODS.register("sgd")

@@ -23,7 +23,7 @@ from sparsecl.continual.methods import CL_METHODS
 from sparsecl.continual.methods.penalty import AnchoredPenalty
 from sparsecl.data.batch import Batch
 from sparsecl.data.stream import Task
-from sparsecl.train.hooks import StepOutput
+from sparsecl.contract import StepOutput
 
 
 @CL_METHODS.register("si")

@@ -41,7 +41,7 @@ from sparsecl.continual.methods.icarl import rank_within_class
 from sparsecl.continual.methods.rehearsal import RehearsalMethod
 from sparsecl.data.batch import Batch
 from sparsecl.data.stream import Task
-from sparsecl.train.hooks import StepOutput
+from sparsecl.contract import StepOutput
 
 
 def transplant(old: torch.Tensor, new: torch.Tensor, label: torch.Tensor, cols: torch.Tensor,
