@@ -171,3 +171,21 @@ def test_pipeline_calls_in_order_stores_state_by_name_and_refuses_a_wrong_order(
         p.load_state_dict({"tdm": {"n": 0}})
     with pytest.raises(ValueError, match="wrong order: dgm, tdm; they must run as tdm, dgm"):
         sparsecl.Pipeline({"dgm": _Rec(log, "dgm"), "tdm": _Rec(log, "tdm")}, order=("tdm", "dgm"))
+
+
+def test_train_from_python_refuses_a_foreign_folder_and_resume_continues_the_run(tmp_path):
+    from sparsecl.configtools import ConfigError
+    from sparsecl.train.api import resume
+
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    cfg = {"dataset": "digits", "hidden": [32], "epochs": 1, "progress": False, "checkpoint.keep_model": False}
+    with pytest.raises(ConfigError, match="holds no sparsecl run"):
+        sparsecl.train(cfg, tmp_path / "foreign", stream_out=lambda line: None)
+    lines = []
+    summary = sparsecl.train(cfg, tmp_path / "run", stream_out=lines.append, sparsity__method="set",
+                             sparsity__density=0.5)
+    assert summary["density"]["overall"] == pytest.approx(0.5, abs=1e-3)
+    assert summary["config"]["sparsity"]["method"] == "set" and any("task 1/1" in line for line in lines)
+    again = resume(tmp_path / "run", stream_out=lambda line: None)  # finished: nothing left, same results
+    assert again["acc_matrix"] == summary["acc_matrix"]

@@ -9,28 +9,40 @@ from typing import Any, Callable
 import yaml
 
 from sparsecl.config import TrainConfig
-from sparsecl.configtools import build, normalise, resolve_key, set_path, to_dict
+from sparsecl.configtools import build, make_config, normalise, resolve_key, set_path, to_dict
+from sparsecl.fileio import atomic_write
+from sparsecl.train import checkpoint, runfolder
 from sparsecl.train.build import build_run
 from sparsecl.train.loop import Trainer
 
 
 def train(config: TrainConfig | dict[str, Any] | None = None, out_dir: str | Path | None = None, *,
-          stream_out: Callable[[str], Any] = print, **overrides: Any) -> dict[str, Any]:
+          overwrite: bool = False, stream_out: Callable[[str], Any] = print, **overrides: Any) -> dict[str, Any]:
     """Train one run and return its summary (the dict written to ``out_dir/summary.json``).
 
     ``config``: a ``TrainConfig``, or a (nested or dotted-key) dict of its fields; ``overrides`` are
     dotted keys with ``__`` for the dot (``sparsity__density=0.1``) or bare keys (``epochs=3``), applied on
     top. ``out_dir`` (default ``runs/<dataset>-<model>-...-<time>``) receives config.yaml, metrics.jsonl,
-    summary.json and checkpoints, as from the CLI; it must be empty or new.
+    summary.json and checkpoints, as from ``sparsecl train --out``, under the same rules: new or empty, or
+    a sparsecl run folder replaced with ``overwrite=True``. ``stream_out`` receives the printed lines.
     """
     cfg = _config(config, overrides)
     out = Path(out_dir) if out_dir is not None else Path("runs") / default_run_name(cfg)
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"output folder {out} is not empty; give a new or empty out_dir")
-    out.mkdir(parents=True, exist_ok=True)
+    runfolder.check_new(out, overwrite)  # fail before the data is loaded
     run = build_run(cfg)
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return Trainer(run, out, stream_out=stream_out).fit()
+    with runfolder.open_new(out, overwrite, note=stream_out):
+        atomic_write(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return Trainer(run, out, stream_out=stream_out).fit()
+
+
+def resume(run_dir: str | Path, *, stream_out: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Continue the run in ``run_dir`` from its last checkpoint (``sparsecl train --resume``); its summary."""
+    run_dir = Path(run_dir)
+    with runfolder.open_existing(run_dir, note=stream_out):
+        ck = checkpoint.load(run_dir, note=stream_out)
+        trainer = Trainer(build_run(make_config(TrainConfig, ck["config"])), run_dir, stream_out=stream_out)
+        trainer.load_checkpoint_state(ck)
+        return trainer.fit()
 
 
 def _config(config: TrainConfig | dict[str, Any] | None, overrides: dict[str, Any]) -> TrainConfig:
