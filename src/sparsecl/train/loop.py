@@ -27,6 +27,10 @@ from sparsecl.train.logging import MetricsLog, Progress, write_json
 from sparsecl.train.meters import check_loss
 
 LOG_EVERY = 25  # steps between progress-bar refreshes (each costs one host sync)
+# Each generator's state is saved once: these two by the object drawing from them (their state dicts are
+# complete on their own), the rest in the checkpoint's "generators" (the method's and SparCL's parts leave
+# the generators they were given to the run).
+SAVED_BY_OWNER = {"masks": "engine", "data": "sampler"}
 
 
 class Interrupted(RuntimeError):
@@ -51,7 +55,8 @@ class Trainer:
         self.print = stream_out
         cfg = run.cfg
         self.state = LoopState(run.model, run.optimizer, run.stream, next(run.model.parameters()).device,
-                               total_steps=sum(run.plan), epochs_per_task=run.epochs)
+                               total_steps=sum(run.plan), epochs_per_task=run.epochs,
+                               weight_masks=lambda: run.engine.masks)
         self.sampler = EpochSampler(cfg.batch_size, run.generators["data"], cfg.drop_last)
         self.pos = Position()
         self.log = MetricsLog(self.out / "metrics.jsonl")
@@ -81,9 +86,9 @@ class Trainer:
             "model": r.model.state_dict(),
             "optimizer": r.optimizer.state_dict(),
             "engine": r.engine.state_dict(),
-            "components": [c.state_dict() for c in r.components],
+            "components": r.components.state_dict(),  # by name
             "sampler": self.sampler.state_dict(),
-            "generators": {k: g.get_state() for k, g in r.generators.items()},
+            "generators": {k: g.get_state() for k, g in r.generators.items() if k not in SAVED_BY_OWNER},
             "metrics": {"acc": self.acc, "counters": self.counters, "epoch_sums": self.epoch_sums.cpu(),
                         "log_offset": self.log.offset(), "began": self._began},
         }
@@ -102,8 +107,7 @@ class Trainer:
         r.model.load_state_dict(ck["model"])
         r.optimizer.load_state_dict(ck["optimizer"])
         r.engine.load_state_dict(ck["engine"])
-        for c, sd in zip(r.components, ck["components"], strict=True):
-            c.load_state_dict(sd)
+        r.components.load_state_dict(_by_name(ck["components"], r.components.names()))
         sd = dict(ck["sampler"])
         if sd["order"] is not None:
             sd["order"] = sd["order"].to(dev)
@@ -312,6 +316,18 @@ class Trainer:
             save_torch(r.model.state_dict(), self.out / "final_model.pt")
         self.print(format_table(scores))
         return summary
+
+
+def _by_name(saved: dict[str, Any] | list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """Component state by name. Checkpoints written before components had names hold a list in the
+    order they ran, which is the order of ``names`` (the run's config decides both); a list of another
+    length cannot be matched and is refused."""
+    if isinstance(saved, dict):
+        return saved
+    if len(saved) != len(names):
+        raise checkpoint.CheckpointError(f"the checkpoint stores {len(saved)} components by position, this run has "
+                                         f"{len(names)} ({', '.join(names)}): it cannot be matched; start the run again")
+    return dict(zip(names, saved))
 
 
 TIMING_KEYS = ("train_time_s", "eval_time_s", "wall_time_s", "train_cpu_time_s", "cpu_time_s", "peak_rss_mb",
