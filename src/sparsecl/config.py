@@ -51,6 +51,8 @@ class TrainConfig:
     # data
     dataset: str = helpfield("dataset name (sparsecl datasets lists them)", default="fashion-mnist")
     data_dir: str | None = helpfield("directory holding the dataset files (else SPARSECL_DATA, cache, system)", default=None)
+    verify_data: bool = helpfield("check the dataset files against their published checksums (false: your own "
+                                  "copy in the same format, e.g. a subset)", default=True)
     download: bool | None = helpfield("download when not found locally (none: try when online)", default=None)
     stream: str = helpfield("class-il | task-il | permuted | rotated", default="class-il")
     tasks: int = helpfield("number of tasks (1: ordinary training)", default=1)

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from sparsecl.sparse.config import SparsityConfig
-from sparsecl.sparse.distributions import DISTRIBUTIONS, SCORED_DISTRIBUTIONS
+from sparsecl.sparse.distributions import DISTRIBUTIONS, SCORED_DISTRIBUTIONS, refuse_empty_layers
 from sparsecl.sparse.filters import LayerSpec, select_layers
 from sparsecl.sparse.masks import count_for_density
 from sparsecl.sparse.methods import SPARSE_METHODS, LossClosure
@@ -220,6 +220,7 @@ class MaskEngine:
         if self._final_counts is None:
             self._final_counts = DISTRIBUTIONS.get(cfg.distribution)(self.specs, cfg.density,
                                                                      custom=cfg.custom_densities)
+            refuse_empty_layers(self.specs, self._final_counts, cfg)
         if density_of is None:
             return list(self._final_counts)
         return [count_for_density(s.numel, density_of(c / s.numel)) for s, c in zip(self.specs, self._final_counts)]
