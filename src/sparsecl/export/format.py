@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import struct
 import sys
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from torch import Tensor
 
 from sparsecl.export.codecs import CODECS, Encoded
 from sparsecl.export.layouts import LAYOUTS
+from sparsecl.fileio import atomic_write
 from sparsecl.registry import Registry, UnknownNameError
 
 MAGIC = b"SPCLCKPT"
@@ -152,29 +152,7 @@ def save_compressed(state_dict: dict[str, Tensor], path: str | os.PathLike, *, f
     except TypeError as e:  # the records are plain ints/strs/lists, so this is the user's meta
         raise ValueError(f"meta is not JSON-serialisable: {e}") from None
     preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header), hashlib.sha256(header).digest())
-    return _atomic_write(Path(path), [memoryview(preamble), memoryview(header), *chunks])
-
-
-def _atomic_write(path: Path, chunks: list[memoryview]) -> int:
-    """temp file in the same directory -> write -> fsync -> os.replace; the temp file never survives."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            for c in chunks:
-                f.write(c)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return sum(c.nbytes for c in chunks)
+    return atomic_write(path, [memoryview(preamble), memoryview(header), *chunks])
 
 
 def load_compressed(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
