@@ -145,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_export_commands(sub)
     from sparsecl.report.cli import add_report_command
+    from sparsecl.sweep.cli import add_sweep_command
 
     add_report_command(sub)
+    add_sweep_command(sub)
 
     args = parser.parse_args(argv)
     return _run(args)
