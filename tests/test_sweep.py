@@ -23,7 +23,7 @@ GRID = {"sparsity": {"dense": {}, "static-50": {"sparsity.method": "static", "sp
 
 def write(tmp_path, name="s", **kw):
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"name": name, "out": str(tmp_path / name), **kw}))
+    path.write_text(yaml.safe_dump({"name": name, "out": str(tmp_path / name), **kw}, sort_keys=False))
     return path
 
 
@@ -41,6 +41,16 @@ def test_sweep_file_expands_to_the_cross_product(tmp_path):
     assert (last.continual.method, last.sparsity.method, last.sparsity.density, last.seed) == ("derpp", "static", 0.5, 1)
     assert last.continual.buffer_size == 50 and last.hidden == (32,)
     assert sweep.slurm == SlurmConfig(partition="gpu", gpus_per_node=1) and sweep.executor == "local"
+
+
+def test_a_list_of_grids_is_the_union_of_their_products(tmp_path):
+    dense = {"sparsity": {"dense": {}}}
+    sparse = {"sparsity.method": ["set", "rigl"], "sparsity.density": [0.1, 0.2]}
+    sweep = load_sweep(write(tmp_path, base=BASE, grid=[dense, sparse], seeds=[0]))
+    assert [r.label for r in sweep.runs] == ["sparsity=dense"] + [f"sparsity.method={m}_sparsity.density={d}"
+                                                                  for m in ("set", "rigl") for d in (0.1, 0.2)]
+    assert [(r.config.sparsity.method, r.config.sparsity.density) for r in sweep.runs] == [
+        ("dense", 1.0), ("set", 0.1), ("set", 0.2), ("rigl", 0.1), ("rigl", 0.2)]
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -66,8 +76,8 @@ def test_interrupted_sweep_resumes_to_the_same_table(tmp_path, monkeypatch):
     assert whole.started == [r.name for r in load_sweep(tmp_path / "whole.yaml").runs] and not whole.failed
 
     step = Trainer._step
-    def stop_third_run_at_step_5(self, task, idx, sums):  # noqa: ANN001 - as SIGTERM would, mid-task
-        step(self, task, idx, sums)
+    def stop_third_run_at_step_5(self, *args):  # noqa: ANN001 - as SIGTERM would, mid-task
+        step(self, *args)
         if self.out.name == "sparsity-static-50_s0" and self.state.step == 5:
             self._stop = "SIGTERM"
     monkeypatch.setattr(Trainer, "_step", stop_third_run_at_step_5)

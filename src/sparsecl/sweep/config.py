@@ -14,7 +14,8 @@
     workers: 2
     slurm: {partition: gpu, timeout_min: 120, cpus_per_task: 8, gpus_per_node: 1}
 
-Runs are ordered axis by axis as written, seeds innermost. Every run's config is resolved and validated
+``grid`` may also be a list of such mappings: the union of their cross products (a dense baseline beside a
+method x density grid, say). Runs are ordered grid by grid and axis by axis as written, seeds innermost. Every run's config is resolved and validated
 before anything starts; a bad file is one line naming the key (and the run) at fault.
 """
 
@@ -67,7 +68,7 @@ class Sweep:
     name: str
     out: Path
     base: dict[str, Any]
-    axes: list[Axis]
+    grids: list[list[Axis]]
     seeds: tuple[int, ...] = (0,)
     executor: str = "local"
     workers: int = 1
@@ -111,9 +112,10 @@ def load_sweep(path: str | Path) -> Sweep:
     if not isinstance(name, str) or not _slug(name):
         raise ConfigError(f"{where}: name must be a non-empty string")
     base = data.get("base") or {}
-    grid = data.get("grid") or {}
-    if not isinstance(base, dict) or not isinstance(grid, dict):
-        raise ConfigError(f"{where}: base and grid must be mappings")
+    grids = data.get("grid") or {}
+    grids = grids if isinstance(grids, list) else [grids]
+    if not isinstance(base, dict) or not all(isinstance(g, dict) for g in grids):
+        raise ConfigError(f"{where}: base must be a mapping and grid a mapping of axes (or a list of them)")
     if "seed" in base:
         raise ConfigError(f"{where}: give seeds as `seeds: [...]`, not base.seed")
     seeds = data.get("seeds", [0])
@@ -132,18 +134,19 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ConfigError(f"{where}: slurm must be a mapping")
     slurm = build(SlurmConfig, slurm_data, "slurm.")
     out = Path(data["out"]) if data.get("out") else Path("runs") / "sweeps" / _slug(name)
-    sweep = Sweep(name, out, base, [_axis(str(k), v, where) for k, v in grid.items()], tuple(seeds), executor,
-                  workers, slurm)
+    axes = [[_axis(str(k), v, where) for k, v in g.items()] for g in grids]
+    sweep = Sweep(name, out, base, axes, tuple(seeds), executor, workers, slurm)
     sweep.runs = expand(sweep, where)
     return sweep
 
 
 def expand(sweep: Sweep, where: str) -> list[RunSpec]:
-    """The cross product of the axes' values, times the seeds, each as a validated TrainConfig."""
+    """The cross product of each grid's axes' values, times the seeds, each as a validated TrainConfig."""
     base = normalise(TrainConfig, sweep.base)
     runs = []
-    for combo in itertools.product(*[list(a.variants.items()) for a in sweep.axes]):
-        label = "_".join(f"{a.name}={v}" for a, (v, _) in zip(sweep.axes, combo)) or "base"
+    combos = [(axes, combo) for axes in sweep.grids for combo in itertools.product(*[list(a.variants.items()) for a in axes])]
+    for axes, combo in combos:
+        label = "_".join(f"{a.name}={v}" for a, (v, _) in zip(axes, combo)) or "base"
         for seed in sweep.seeds:
             data = _copy(base)
             for _, keys in combo:

@@ -60,7 +60,7 @@ def write_manifest(sweep: Sweep) -> None:
     (sweep.out / "configs").mkdir(exist_ok=True)
     for run in sweep.runs:
         atomic_write(sweep.out / "configs" / f"{run.name}.yaml", yaml.safe_dump(resolved(run), sort_keys=False))
-    manifest = {"name": sweep.name, "axes": [a.name for a in sweep.axes], "seeds": list(sweep.seeds),
+    manifest = {"name": sweep.name, "grids": [[a.name for a in axes] for axes in sweep.grids], "seeds": list(sweep.seeds),
                 "runs": [{"name": r.name, "label": r.label, "seed": r.seed, "folder": f"runs/{r.name}"}
                          for r in sweep.runs]}
     atomic_write(sweep.out / "sweep.json", json.dumps(manifest, indent=2) + "\n")
