@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from sparsecl.configtools import choices, helpfield
 from sparsecl.continual.config import ContinualConfig
 from sparsecl.continual.methods import CL_METHODS
+from sparsecl.loggers import LOGGERS
 from sparsecl.sparcl.config import SparclConfig
 from sparsecl.sparse.config import SparsityConfig
 from sparsecl.sparse.methods import SPARSE_METHODS, SparseMethod
@@ -88,6 +89,8 @@ class TrainConfig:
                                    "fresh pages every step; process-wide, see sparsecl.train.memory)", default=True)
     eval_batch_size: int = helpfield("evaluation batch size", default=1000)
     progress: bool = helpfield("show a progress bar", default=True)
+    log: tuple[str, ...] = helpfield("loggers beside metrics.jsonl, comma-separated: csv, tensorboard, wandb "
+                                     "(sparsecl.loggers)", default=())
     # sections
     continual: ContinualConfig = field(default_factory=ContinualConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
@@ -127,6 +130,10 @@ class TrainConfig:
             raise ValueError(f"lr_step_epochs must lie inside (0, epochs={self.epochs}), got {list(self.lr_step_epochs)}")
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        for name in self.log:
+            LOGGERS.get(name)  # unknown names fail here, listing the valid ones
+        if len(set(self.log)) != len(self.log):
+            raise ValueError(f"log names a logger twice: {','.join(self.log)}")
         self._resolve_sparsity()
         self._resolve_sparcl()
 

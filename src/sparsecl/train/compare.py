@@ -17,7 +17,7 @@ from typing import Any
 from sparsecl.configtools import ConfigError
 
 # config keys outside a setting's identity
-NOT_THE_SETTING = ("seed", "progress", "threads", "malloc_reuse", "eval_batch_size", "checkpoint")
+NOT_THE_SETTING = ("seed", "progress", "threads", "malloc_reuse", "eval_batch_size", "checkpoint", "log")
 
 
 @dataclass
