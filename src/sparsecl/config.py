@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from sparsecl.configtools import choices, helpfield
 from sparsecl.continual.config import ContinualConfig
 from sparsecl.continual.methods import CL_METHODS
+from sparsecl.continual.methods.penalty import AnchoredPenalty
 from sparsecl.sparcl.config import SparclConfig
 from sparsecl.sparse.config import SparsityConfig
 from sparsecl.sparse.methods import SPARSE_METHODS, SparseMethod
@@ -71,12 +72,15 @@ class TrainConfig:
     lr_step_epochs: tuple[int, ...] = helpfield("epochs (within a task) where the step schedule multiplies lr by lr_gamma", default=())
     lr_gamma: float = helpfield("step schedule factor", default=0.1)
     epochs: int = helpfield("epochs per task", default=1)
-    batch_size: int = helpfield("minibatch size", default=128)
+    batch_size: int = helpfield("minibatch size (32 as in mammoth/SparCL: enough steps per epoch on small "
+                                "sets, and sparse layers learn within 2 points of dense, benchmarks/RESULTS.md)",
+                                default=32)
     drop_last: bool = helpfield("drop the last partial batch of an epoch", default=False)
     grad_clip: float | None = helpfield("clip the gradient norm to this value (none: off); sparse layers: norm of the active weights' gradients", default=None)
     # run
     seed: int = helpfield("seed of every generator of the run", default=0)
-    device: str = helpfield("cpu | cuda | auto", default="cpu")
+    device: str = helpfield("auto (cuda when a GPU is available, else cpu; the resolved device is what the run "
+                            "records) | cpu | cuda", default="auto")
     threads: int | None = helpfield("torch intra-op threads (none: leave as is)", default=None)
     malloc_reuse: bool = helpfield("keep freed memory for the next step's tensors (glibc: no page faults on "
                                    "fresh pages every step; process-wide, see sparsecl.train.memory)", default=True)
@@ -94,6 +98,10 @@ class TrainConfig:
         choices("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         choices("augment", self.augment, AUGMENTS)
         choices("device", self.device, DEVICES)
+        if self.device == "auto":
+            import torch  # resolved here, so config.yaml and summary.json record the device the run used
+
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
         positive = {"tasks": self.tasks, "epochs": self.epochs, "batch_size": self.batch_size,
                     "eval_batch_size": self.eval_batch_size, "nf": self.nf, "width": self.width}
         for name, v in positive.items():
@@ -150,6 +158,10 @@ class TrainConfig:
         """Under SparCL's TDM the mask engine holds a magnitude-pruned mask of SparCL's layers that only TDM
         changes; otherwise a density below 1 needs an explicit sparse-training method."""
         sp = self.sparsity
+        if sp.lr_scaling == "auto":
+            # sqrt; none under a quadratic anchor penalty (see MaskEngine._scale_learning_rates)
+            anchored = issubclass(CL_METHODS.get(self.continual.method), AnchoredPenalty)
+            sp = self.sparsity = dataclasses.replace(sp, lr_scaling="none" if anchored else "sqrt")
         if self.sparcl.tdm:
             if sp.density >= 1:
                 raise ValueError("sparcl.tdm needs a target sparsity: set sparsity.density below 1 (e.g. 0.1 for 90 % sparsity)")

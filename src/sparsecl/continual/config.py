@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from sparsecl.configtools import helpfield
+from sparsecl.configtools import closest, did_you_mean, helpfield
 from sparsecl.continual.buffer import BUFFER_POLICIES
 from sparsecl.continual.methods import CL_METHODS
 
@@ -63,12 +63,13 @@ class ContinualConfig:
 
     def __post_init__(self) -> None:
         if self.method not in CL_METHODS:
-            valid = ", ".join(CL_METHODS.names())
-            raise ValueError(f"unknown continual method {self.method!r}; valid: {valid}")
+            valid = CL_METHODS.names()
+            raise ValueError(f"unknown continual method {self.method!r}; valid: {', '.join(valid)}"
+                             f"{did_you_mean(closest(self.method, valid))}")
         if self.buffer_policy not in BUFFER_POLICIES:
-            raise ValueError(
-                f"unknown buffer_policy {self.buffer_policy!r}; valid: {', '.join(BUFFER_POLICIES.names())}"
-            )
+            valid = BUFFER_POLICIES.names()
+            raise ValueError(f"unknown buffer_policy {self.buffer_policy!r}; valid: {', '.join(valid)}"
+                             f"{did_you_mean(closest(self.buffer_policy, valid))}")
         _check_int("buffer_size", self.buffer_size, 0)
         _check_int("replay_batch_size", self.replay_batch_size, 0)
         _check_int("agem_batch", self.agem_batch, 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import resource
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,33 @@ from sparsecl.train.logging import MetricsLog, Progress, write_json
 from sparsecl.train.meters import check_loss
 
 LOG_EVERY = 25  # steps between progress-bar refreshes (each costs one host sync)
+MIN_STEPS_PER_EPOCH = 20  # fewer optimizer steps per epoch of a task: warn (e.g. digits at batch 128: 12)
+
+
+def startup_warnings(run: Run) -> list[str]:
+    """Settings known to make a run learn little, each one line (printed once, on a fresh start)."""
+    out = []
+    per_epoch = [(n // run.epochs, t) for t, n in enumerate(run.plan) if n > 0]
+    if per_epoch and min(per_epoch)[0] < MIN_STEPS_PER_EPOCH:
+        steps, t = min(per_epoch)
+        size = run.method.train_size(run.stream.tasks[t])
+        out.append(f"warning: task {t + 1} has {steps} optimizer steps per epoch ({size} examples, "
+                   f"batch_size={run.cfg.batch_size}); with fewer than {MIN_STEPS_PER_EPOCH} it learns little: lower "
+                   "batch_size or raise epochs")
+    if sparse_learns_slowly(run.cfg, run.engine.densities()["overall"]):
+        out.append("warning: sparse layers with sparsity.init=dense, sparsity.lr_scaling=none and plain SGD "
+                   "(momentum 0) learn slowly in short runs (benchmarks/RESULTS.md, issue 21); use "
+                   "sparsity.init=rescale sparsity.lr_scaling=auto (the defaults), or momentum=0.9 and long "
+                   "training as in the RigL paper")
+    return out
+
+
+def sparse_learns_slowly(cfg, density: float) -> bool:  # noqa: ANN001 - TrainConfig
+    """The RigL paper's sparse setting (no init rescaling, no lr scaling) under plain SGD without momentum:
+    measured far behind dense at the same steps (benchmarks/RESULTS.md, issue 21)."""
+    sp = cfg.sparsity
+    return (density < 1 and sp.init == "dense" and sp.lr_scaling == "none" and cfg.optimizer == "sgd"
+            and cfg.momentum == 0)
 
 
 class Interrupted(RuntimeError):
@@ -43,11 +71,12 @@ class Position:
 
 
 class Trainer:
-    def __init__(self, run: Run, out_dir: Path, *, stream_out: Any = print) -> None:
+    def __init__(self, run: Run, out_dir: Path, *, stream_out: Any = print, warn_out: Any = None) -> None:
         self.run = run
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.print = stream_out
+        self.warn = warn_out or (lambda line: print(line, file=sys.stderr))
         cfg = run.cfg
         self.state = LoopState(run.model, run.optimizer, run.stream, next(run.model.parameters()).device,
                                total_steps=sum(run.plan), epochs_per_task=run.epochs)
@@ -55,6 +84,8 @@ class Trainer:
         self.pos = Position()
         self.log = MetricsLog(self.out / "metrics.jsonl")
         self.progress = Progress(cfg.progress)
+        # where no bar is seen (output to a file or a pipe): one line per epoch instead
+        self.epoch_lines = cfg.progress and not (self.progress.enabled and sys.stdout.isatty())
         self.acc = {"class_il": [], "task_il": []}
         self.counters = {"train_time_s": 0.0, "eval_time_s": 0.0, "examples_processed": 0, "data_examples": 0,
                          "steps": 0}
@@ -150,6 +181,8 @@ class Trainer:
 
         r.engine.begin(closure)
         self._began = True
+        for line in startup_warnings(r):  # after begin: the masks' density is known
+            self.warn(line)
 
     def _run_task(self, t: int) -> None:
         r, st = self.run, self.state
@@ -205,6 +238,10 @@ class Trainer:
                         "density": r.engine.densities()["overall"]})
         self.pos.in_epoch = False
         self.pos.epoch = e + 1
+        if self.epoch_lines:
+            self.print(f"task {task.id + 1}/{r.stream.num_tasks} epoch {e + 1}/{r.epochs}: loss "
+                       f"{float(self.epoch_sums[0]) / max(n, 1):.4f}  train acc "
+                       f"{100.0 * float(self.epoch_sums[1]) / max(n, 1):.2f}  step {st.step}/{st.total_steps}")
 
     def _flush(self, sums: torch.Tensor, t0: tuple[float, float]) -> None:
         wall, cpu = _clocks()
