@@ -39,7 +39,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("distillation temperature 0", ["train", *D, "distill.temperature=0"], r"temperature must be a finite number > 0"),
     ("missing config file", ["train", "--config", "/nonexistent/run.yaml"], r"config file /nonexistent/run.yaml does not exist"),
     ("dataset files missing", ["train", "dataset=mnist", "data_dir=/nonexistent", "download=false", "progress=false"], r"mnist.*not found"),
-    ("resume without a checkpoint", ["train", "--resume", "/nonexistent/run"], r"no checkpoint in /nonexistent/run"),
+    ("resume of a folder that does not exist", ["train", "--resume", "/nonexistent/run"], r"no run folder at /nonexistent/run"),
     ("resume with overrides", ["train", "--resume", "/nonexistent/run", "lr=0.1"], r"--resume takes the run's own config"),
     ("export of a folder that is no run", ["export", "/nonexistent/run"], r"/nonexistent/run is not a run folder"),
     ("eval of a missing file", ["eval", "/nonexistent/model.spcl"], r"no run folder or exported model at /nonexistent/model.spcl"),

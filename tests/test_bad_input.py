@@ -42,7 +42,7 @@ def test_output_folder_is_never_overwritten_by_accident(tmp_path, capsys):
     out.mkdir()
     (out / "precious.txt").write_text("keep")
     rc, err = run_cli(["train", "dataset=digits", "progress=false", "--out", str(out)], capsys)
-    assert rc == 2 and "is not empty; pass --overwrite" in err
+    assert rc == 2 and "holds no sparsecl run" in err
     assert (out / "precious.txt").read_text() == "keep"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -34,7 +33,8 @@ def _keys_help() -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from sparsecl.config import TrainConfig
     from sparsecl.configtools import ConfigError, load_file, make_config, to_dict
-    from sparsecl.train import checkpoint
+    from sparsecl.fileio import atomic_write
+    from sparsecl.train import checkpoint, runfolder
     from sparsecl.train.build import build_run
     from sparsecl.train.loop import Interrupted, Trainer
 
@@ -45,18 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.overrides or args.config or args.check:
             raise ConfigError("--resume takes the run's own config; give no config file, key=value overrides or --check")
         out = Path(args.resume)
-        ck = checkpoint.load(out)
-        cfg = make_config(TrainConfig, ck["config"])
-        done = int(ck["position"]["task"])
-        if done >= cfg.tasks:
-            print(f"{out} is finished ({done} of {cfg.tasks} tasks trained); its results are in {out}/summary.json. "
-                  "Nothing to resume; to train it again, start it with --overwrite")
-            return 0
-        run = build_run(cfg)
-        trainer = Trainer(run, out)
-        trainer.load_checkpoint_state(ck)
-        print(f"resuming {out} at task {trainer.pos.task + 1}, epoch {trainer.pos.epoch + 1}, step "
-              f"{trainer.state.step} (of {cfg.tasks} tasks)")
+        lock = runfolder.open_existing(out, note=_note)
     else:
         cfg = make_config(TrainConfig, load_file(args.config) if args.config else None, args.overrides)
         if args.check:
@@ -65,35 +54,45 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0
         out = Path(args.out) if args.out else Path("runs") / _default_name(cfg)
-        _prepare_out(out, args.overwrite)
+        runfolder.check_new(out, args.overwrite)  # fail before the data is loaded
         run = build_run(cfg)
-        import yaml
+        lock = runfolder.open_new(out, args.overwrite, note=_note)
+    with lock:
+        if args.resume:
+            ck = checkpoint.load(out, note=_note)
+            cfg = make_config(TrainConfig, ck["config"])
+            done = int(ck["position"]["task"])
+            if done >= cfg.tasks:
+                print(f"{out} is finished ({done} of {cfg.tasks} tasks trained); its results are in "
+                      f"{out}/summary.json. Nothing to resume; to train it again, start it with --overwrite")
+                return 0
+            run = build_run(cfg)
+            trainer = Trainer(run, out)
+            trainer.load_checkpoint_state(ck)
+            print(f"resuming {out} at task {trainer.pos.task + 1}, epoch {trainer.pos.epoch + 1}, step "
+                  f"{trainer.state.step} (of {cfg.tasks} tasks)")
+        else:
+            import yaml
 
-        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        trainer = Trainer(run, out)
-    try:
-        trainer.fit()
-    except Interrupted as e:
-        print(str(e), file=sys.stderr)
-        return 130
+            atomic_write(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            trainer = Trainer(run, out)
+        try:
+            trainer.fit()
+        except Interrupted as e:
+            print(str(e), file=sys.stderr)
+            return 130
     print(f"results in {out}/ (summary.json, metrics.jsonl, config.yaml)")
     return 0
+
+
+def _note(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _default_name(cfg) -> str:  # noqa: ANN001
     import time
 
     return f"{cfg.dataset}-{cfg.model}-{cfg.continual.method}-{cfg.sparsity.method}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    from sparsecl.configtools import ConfigError
-
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"output folder {out} is not empty; pass --overwrite to replace it, or --resume {out} to continue it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -145,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--config", help="YAML or TOML config file (overrides apply on top)")
     p.add_argument("--out", help="output folder (default runs/<dataset>-<model>-...)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace the sparsecl run in the output folder (other folders are never deleted)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
     p.add_argument("--keys", action="store_true", help="list every config key, its default and meaning")
     p.add_argument("--check", action="store_true", help="resolve and validate the config, print it as YAML, "

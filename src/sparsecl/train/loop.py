@@ -19,10 +19,11 @@ import torch
 
 from sparsecl.configtools import to_dict
 from sparsecl.continual.metrics import evaluate, format_table, summarize
+from sparsecl.contract import LoopState
 from sparsecl.data.loader import EpochSampler, make_batch
+from sparsecl.fileio import save_torch
 from sparsecl.train import checkpoint
 from sparsecl.train.build import Run
-from sparsecl.contract import LoopState
 from sparsecl.train.logging import MetricsLog, Progress, write_json
 from sparsecl.train.meters import check_loss
 
@@ -138,7 +139,9 @@ class Trainer:
             r.generators[k].set_state(s)
         m = ck["metrics"]
         self.acc, self.counters, self.epoch_sums, self._began = m["acc"], m["counters"], m["epoch_sums"], m["began"]
-        self.log.truncate(m["log_offset"])
+        note = self.log.truncate(m["log_offset"])
+        if note:
+            self.print(note)
 
     def save(self) -> None:
         t0 = time.perf_counter()
@@ -333,7 +336,7 @@ class Trainer:
             summary["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         write_json(self.out / "summary.json", summary)
         if r.cfg.checkpoint.keep_model:
-            torch.save(r.model.state_dict(), self.out / "final_model.pt")
+            save_torch(r.model.state_dict(), self.out / "final_model.pt")
         self.print(format_table(scores))
         return summary
 
