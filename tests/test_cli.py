@@ -58,12 +58,12 @@ def test_export_and_eval_round_trip(tmp_path, capsys):
     exported = tmp_path / "m.spcl"
     assert cli.main(["export", str(out), "--format", "indices", "--values", "fp32", "--output", str(exported)]) == 0
     assert "smaller than the dense torch.save" in capsys.readouterr().out
-    assert cli.main(["eval", str(exported)]) == 0
+    assert cli.main(["eval", str(exported), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["avg_class_il"] == pytest.approx(acc, abs=1e-9)  # fp32 export reloads bit-exactly
     assert cli.main(["export", str(out), "--values", "int8", "--output", str(tmp_path / "q.spcl")]) == 0
     capsys.readouterr()
-    assert cli.main(["eval", str(tmp_path / "q.spcl")]) == 0
+    assert cli.main(["eval", str(tmp_path / "q.spcl"), "--json"]) == 0
     assert abs(json.loads(capsys.readouterr().out)["avg_class_il"] - acc) < 3.0
 
 

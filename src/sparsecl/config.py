@@ -49,7 +49,9 @@ class TrainConfig:
     dataset: str = helpfield("dataset name (sparsecl datasets lists them)", default="fashion-mnist")
     data_dir: str | None = helpfield("directory holding the dataset files (else SPARSECL_DATA, cache, system)", default=None)
     download: bool | None = helpfield("download when not found locally (none: try when online)", default=None)
-    stream: str = helpfield("class-il | task-il | permuted | rotated", default="class-il")
+    stream: str = helpfield("class-il (one head, no task id) | task-il (trained with a task-masked head, "
+                            "evaluated with the task id) | permuted | rotated (Domain-IL: every task has every class)",
+                            default="class-il")
     tasks: int = helpfield("number of tasks (1: ordinary training)", default=1)
     class_order: tuple[int, ...] | None = helpfield("class order for the split, e.g. 3,1,0,2,... (default natural)", default=None)
     validation: float = helpfield("fraction of each class's training examples held out and evaluated on INSTEAD of "
@@ -129,8 +131,24 @@ class TrainConfig:
             raise ValueError(f"lr_step_epochs must lie inside (0, epochs={self.epochs}), got {list(self.lr_step_epochs)}")
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        self._resolve_scenario()
         self._resolve_sparsity()
         self._resolve_sparcl()
+
+    def _resolve_scenario(self) -> None:
+        """Task-IL trains as it is tested: the current task's loss over its own classes only (the masked
+        head, ``continual.masked_head``; van de Ven & Tolias 2019, "Three scenarios for continual
+        learning": the task id is given in training and at test). Class-IL and Domain-IL leave it off."""
+        cl = self.continual
+        if self.stream != "task-il":
+            return
+        if "masked_head" not in CL_METHODS.get(cl.method).options:
+            raise ValueError(f"stream=task-il trains with a task-masked head, which method {cl.method} does not "
+                             "have; use stream=class-il (its summary reports Task-IL accuracy as well)")
+        if cl.masked_head is False:
+            raise ValueError("stream=task-il trains with a task-masked head: leave masked_head unset (or true); "
+                             "stream=class-il trains one unmasked head and still reports Task-IL accuracy")
+        self.continual = dataclasses.replace(cl, masked_head=True)
 
     def _resolve_sparcl(self) -> None:
         """SparCL's defaults that depend on other sections, and the combinations that cannot work."""

@@ -120,7 +120,7 @@ def resolve_pair(cls: type, key: str, value: Any) -> str:
     try:
         return resolve_key(cls, key)
     except ConfigError as e:
-        if "ambiguous" in str(e) or not isinstance(value, str) or not value.strip():
+        if "ambiguous" in str(e) or not isinstance(value, str) or not 0 < len(value.strip()) <= 40:
             raise
         takers = _keys_taking(cls, value.strip())
         if not takers:
@@ -142,7 +142,7 @@ def _keys_taking(cls: type, value: str) -> list[str]:
         try:
             build(cls, data)
         except (ConfigError, ValueError, TypeError, KeyError) as e:
-            return v in str(e)  # refused for THIS value, not for another key's default
+            return v[:40] in str(e)  # refused for THIS value, not for another key's default
         return False
 
     out = []
@@ -269,9 +269,16 @@ def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OverflowError) as e:
         # the section's own checks name their keys (``sparsity.density must be ...``): pass the line on
-        raise ConfigError(str(e).splitlines()[0] if str(e) else f"{prefix.rstrip('.') or 'config'}: {type(e).__name__}") from None
+        raise ConfigError(one_line(str(e)) or f"{prefix.rstrip('.') or 'config'}: {type(e).__name__}") from None
+
+
+def one_line(message: str, longest: int = 60) -> str:
+    """The first line of ``message`` with every word longer than ``longest`` cut (a huge value echoed back
+    stays a short line)."""
+    first = (message.splitlines() or [""])[0]
+    return re.sub(r"\S{%d,}" % (longest + 1), lambda m: m.group(0)[: longest - 3] + "...", first)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from sparsecl.configtools import to_dict
-from sparsecl.continual.metrics import evaluate, format_table, summarize
+from sparsecl.continual.metrics import accuracy_line, evaluate, format_table, summarize
 from sparsecl.contract import LoopState
 from sparsecl.data.loader import EpochSampler, make_batch
 from sparsecl.fileio import save_torch
@@ -300,8 +300,9 @@ class Trainer:
                         "avg_class_il": sum(cil) / len(cil), "avg_task_il": sum(til) / len(til),
                         "density": dens["overall"]})
         self.progress.close()
-        self.print(f"task {t + 1}/{r.stream.num_tasks}: Class-IL {sum(cil) / len(cil):.2f}  Task-IL "
-                   f"{sum(til) / len(til):.2f}  (per task: {' '.join(f'{a:.1f}' for a in cil)})  density {dens['overall']:.4f}")
+        per_task = til if r.stream.scenario == "task-il" else cil
+        self.print(f"task {t + 1}/{r.stream.num_tasks}: {accuracy_line(r.stream.scenario, cil, til)}  (per task: "
+                   f"{' '.join(f'{a:.1f}' for a in per_task)})  density {dens['overall']:.4f}")
 
     def _finish(self) -> dict[str, Any]:
         r = self.run
@@ -313,6 +314,7 @@ class Trainer:
             "forgetting": {k: s["forgetting"] for k, s in scores.items()},
             "bwt": {k: s["bwt"] for k, s in scores.items()},
             "seed": r.cfg.seed,
+            "scenario": r.stream.scenario,
             "evaluated_on": "validation" if r.cfg.validation else "test",
             "config": to_dict(r.cfg),
             "train_time_s": self.counters["train_time_s"],
@@ -337,7 +339,7 @@ class Trainer:
         write_json(self.out / "summary.json", summary)
         if r.cfg.checkpoint.keep_model:
             save_torch(r.model.state_dict(), self.out / "final_model.pt")
-        self.print(format_table(scores))
+        self.print(format_table(scores, r.stream.scenario))
         return summary
 
 
