@@ -31,12 +31,16 @@ class CheckpointConfig:
     """When to write crash-safe checkpoints (see sparsecl.train.checkpoint)."""
 
     every: int = helpfield("also checkpoint every N optimizer steps (0: only at task ends)", default=0)
+    minutes: float = helpfield("also checkpoint after this many minutes of wall time since the last one, so a "
+                               "long first task is resumable (0: off)", default=5.0)
     at_task_end: bool = helpfield("checkpoint after every task's evaluation", default=True)
     keep_model: bool = helpfield("write final_model.pt (the trained weights) into the run folder", default=True)
 
     def __post_init__(self) -> None:
         if self.every < 0:
             raise ValueError(f"checkpoint.every must be >= 0, got {self.every}")
+        if not (isinstance(self.minutes, (int, float)) and 0 <= self.minutes < float("inf")):
+            raise ValueError(f"checkpoint.minutes must be a number >= 0, got {self.minutes}")
 
 
 @dataclass

@@ -90,7 +90,11 @@ class Trainer:
         self.acc = {"class_il": [], "task_il": []}
         self.counters = {"train_time_s": 0.0, "eval_time_s": 0.0, "examples_processed": 0, "data_examples": 0,
                          "steps": 0}
-        self.epoch_sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, examples of this epoch
+        # loss sum, correct, examples of this epoch: one running sum, checkpointed as it is, so where and how
+        # often checkpoints are written never changes the grouping of the additions (nor the logged loss)
+        self.epoch_sums = torch.zeros(3, dtype=torch.float64, device=self.state.device)
+        self._clock = time.monotonic  # for time-based checkpoints; tests substitute a fake clock
+        self._last_save = self._clock()
         self._stop: str | None = None
         self._params = [p for g in run.optimizer.param_groups for p in g["params"]]
         self._began = False
@@ -111,7 +115,7 @@ class Trainer:
             "components": [c.state_dict() for c in r.components],
             "sampler": self.sampler.state_dict(),
             "generators": {k: g.get_state() for k, g in r.generators.items()},
-            "metrics": {"acc": self.acc, "counters": self.counters, "epoch_sums": self.epoch_sums,
+            "metrics": {"acc": self.acc, "counters": self.counters, "epoch_sums": self.epoch_sums.cpu(),
                         "log_offset": self.log.offset(), "began": self._began},
         }
 
@@ -138,7 +142,8 @@ class Trainer:
         for k, s in ck["generators"].items():
             r.generators[k].set_state(s)
         m = ck["metrics"]
-        self.acc, self.counters, self.epoch_sums, self._began = m["acc"], m["counters"], m["epoch_sums"], m["began"]
+        self.acc, self.counters, self._began = m["acc"], m["counters"], m["began"]
+        self.epoch_sums = m["epoch_sums"].to(dev)
         note = self.log.truncate(m["log_offset"])
         if note:
             self.print(note)
@@ -146,6 +151,7 @@ class Trainer:
     def save(self) -> None:
         t0 = time.perf_counter()
         path = checkpoint.save(self.checkpoint_state(), self.out)
+        self._last_save = self._clock()
         self.counters["checkpoint_time_s"] = self.counters.get("checkpoint_time_s", 0.0) + time.perf_counter() - t0
         self.counters["checkpoint_bytes"] = path.stat().st_size
 
@@ -220,18 +226,16 @@ class Trainer:
             self.pos.epoch, self.pos.in_epoch = e, True
         t0 = _clocks()
         self._batches = self.sampler.num_batches(self.sampler.order.numel())
-        sums = torch.zeros(3, dtype=torch.float64, device=st.device)
         for idx in self.sampler:
-            self._step(task, idx, sums)
-            if self._stop or (cfg.checkpoint.every and st.step % cfg.checkpoint.every == 0):
-                self._flush(sums, t0)
-                sums.zero_()
+            self._step(task, idx)
+            if self._stop or self._checkpoint_due(cfg.checkpoint):
+                self._flush(t0)
                 t0 = _clocks()
                 self.save()
                 if self._stop:
                     raise Interrupted(f"stopped by {self._stop} at step {st.step}; checkpoint written; resume with: "
                                       f"sparsecl train --resume {self.out}")
-        self._flush(sums, t0)
+        self._flush(t0)
         for c in r.components:
             c.on_epoch_end(st, task)
         n = int(self.epoch_sums[2])
@@ -246,13 +250,18 @@ class Trainer:
                        f"{float(self.epoch_sums[0]) / max(n, 1):.4f}  train acc "
                        f"{100.0 * float(self.epoch_sums[1]) / max(n, 1):.2f}  step {st.step}/{st.total_steps}")
 
-    def _flush(self, sums: torch.Tensor, t0: tuple[float, float]) -> None:
+    def _checkpoint_due(self, ck) -> bool:  # noqa: ANN001 - CheckpointConfig
+        """Every ``checkpoint.every`` steps, and ``checkpoint.minutes`` of wall time after the last one."""
+        if ck.every and self.state.step % ck.every == 0:
+            return True
+        return ck.minutes > 0 and self._clock() - self._last_save >= 60.0 * ck.minutes
+
+    def _flush(self, t0: tuple[float, float]) -> None:
         wall, cpu = _clocks()
         self.counters["train_time_s"] += wall - t0[0]
         self.counters["train_cpu_time_s"] = self.counters.get("train_cpu_time_s", 0.0) + cpu - t0[1]
-        self.epoch_sums += sums.cpu()
 
-    def _step(self, task, idx: torch.Tensor, sums: torch.Tensor) -> None:  # noqa: ANN001
+    def _step(self, task, idx: torch.Tensor) -> None:  # noqa: ANN001
         r, st = self.run, self.state
         batch = r.method.make_batch(task, idx, r.generators["augment"])
         r.lr_schedule.apply(st.epoch, (self.sampler.cursor - 1) / max(self._batches, 1))
@@ -280,12 +289,13 @@ class Trainer:
         self.counters["examples_processed"] += out.n_forward
         self.counters["data_examples"] += n
         self.counters["steps"] += 1
+        sums = self.epoch_sums
         sums[0] += loss * n
         sums[1] += (out.logits.detach().argmax(1) == batch.y).sum()
         sums[2] += n
         self.progress.update()
         if st.task_step % LOG_EVERY == 0 and self.progress.bar is not None:
-            s = (self.epoch_sums + sums.cpu()).tolist()
+            s = self.epoch_sums.tolist()
             self.progress.postfix(loss=f"{s[0] / max(s[2], 1):.4f}", acc=f"{100 * s[1] / max(s[2], 1):.1f}")
 
     def _evaluate(self, t: int) -> None:
