@@ -174,6 +174,20 @@ class DatasetSpec:
         return DataError(f"dataset {self.name!r} not found in: {looked}; {reason}; to fix: {hint}put {files} "
                          f"in one of those directories, or set {ENV_VAR} to a directory holding {self.name}/")
 
+    def how_to_get(self) -> str:
+        """One line on how to get this dataset when it is missing (``sparsecl datasets`` prints it)."""
+        ways = []
+        if self.install_hint:
+            ways.append(self.install_hint)
+        if self.downloads:
+            first = self.downloads[0].urls[0]
+            urls = first if len(self.downloads) == 1 else f"{len(self.downloads)} files from {first.rsplit('/', 1)[0]}/"
+            ways.append(f"`sparsecl train dataset={self.name} download=true ...` fetches {urls} into "
+                        f"{cache_dir() / self.name} (checksum-verified)")
+        files = ", ".join(dict.fromkeys(f.path.split("/")[0] + ("/" if "/" in f.path else "") for f in self.files))
+        ways.append(f"or put {files} in ${ENV_VAR}/{self.name}/ (or pass data_dir=)")
+        return "; ".join(ways)
+
     def inspect(self, directory: Path) -> tuple[list[str], ArrayDataset | None]:
         """Problems found (checksums, then format) and the dataset when it parses; each file is read once.
         A missing optional dependency (Pillow) propagates as MissingDependencyError."""
@@ -299,14 +313,16 @@ def datasets_report(root: str | Path | None = None) -> list[dict[str, Any]]:
     """One row per registered dataset for ``sparsecl datasets``, reading each found dataset once.
 
     Keys: name, path (str or None), status ("ok", "missing", "corrupt: <problems>", or "unreadable: <why>"
-    when an optional dependency is missing), train and test sizes (None unless it parsed), num_classes.
+    when an optional dependency is missing), train and test sizes (None unless it parsed), num_classes,
+    how_to_get (one line for a missing set, else None).
     """
     rows = []
     for name in DATASETS:
         spec = DATASETS.get(name)
         directory = spec.find(root)
         row: dict[str, Any] = {"name": name, "path": str(directory) if directory else None, "status": "missing",
-                               "train": None, "test": None, "num_classes": spec.num_classes}
+                               "train": None, "test": None, "num_classes": spec.num_classes,
+                               "how_to_get": None if directory else spec.how_to_get()}
         if directory is not None:
             try:
                 problems, data = spec.inspect(directory)
