@@ -34,8 +34,9 @@ from typing import Any
 import torch
 
 from sparsecl.data.checks import FileSpec, Opener, VerifiedCache, VerifyingOpener, read_payload
-from sparsecl.data.dataset import ArrayDataset, DataError
+from sparsecl.data.dataset import ArrayDataset, DataError, channel_stats
 from sparsecl.data.download import Download, fetch
+from sparsecl.data.folder import ImageFolderReader, class_folders
 from sparsecl.data.readers import (
     CifarReader,
     DigitsReader,
@@ -58,22 +59,6 @@ def cache_dir() -> Path:
 
 def _no_dirs() -> tuple[Path, ...]:
     return ()
-
-
-def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and (population) std of uint8 images [N, C, H, W] scaled to [0, 1].
-
-    From each channel's 256-bin histogram h: mean = sum_v h_v v / n, var = sum_v h_v v^2 / n - mean^2
-    (exact in float64, and no float copy of the images).
-    """
-    v = torch.arange(256, dtype=torch.float64) / 255
-    means, stds = [], []
-    for c in range(x.shape[1]):
-        h = torch.bincount(x[:, c].flatten(), minlength=256).double()
-        mean = float((h * v).sum() / h.sum())
-        means.append(mean)
-        stds.append(max(float((h * v * v).sum() / h.sum()) - mean * mean, 0.0) ** 0.5)
-    return tuple(means), tuple(stds)
 
 
 @dataclass(frozen=True)
@@ -283,8 +268,52 @@ _add(DatasetSpec(
 # shipped inside scikit-learn (its wheel's RECORD hashes vouch for it), hence no checksum and no download
 _add(DatasetSpec(
     "digits", DigitsReader(), 10, (FileSpec("digits.csv.gz"),), system_dirs=_sklearn_data_dir,
-    install_hint="pip install scikit-learn (it ships the digits)",
+    install_hint="pip install 'sparsecl[digits]' (the extra installs scikit-learn, which ships the digits)",
     homepage="sklearn.datasets.load_digits: UCI optical digits test set (Alpaydin & Kaynak, 1998)"))
+
+
+class InMemoryDataset:
+    """A dataset registered from tensors (``register_dataset``): nothing to find, check or download."""
+
+    def __init__(self, name: str, source: ArrayDataset | Callable[[], ArrayDataset]) -> None:
+        self.name, self._source, self._data = name, source, None
+
+    def load(self, root: str | Path | None = None, download: bool | None = None,  # noqa: ARG002
+             verify: bool = True) -> ArrayDataset:  # noqa: ARG002
+        if self._data is None:
+            data = self._source() if callable(self._source) else self._source
+            if not isinstance(data, ArrayDataset):
+                raise DataError(f"dataset {self.name!r}: its source gave {type(data).__name__}, not an ArrayDataset")
+            self._data = data
+        return self._data
+
+    @property
+    def num_classes(self) -> int:
+        return self.load().num_classes
+
+    def find(self, root: str | Path | None = None) -> Path | None:  # noqa: ARG002
+        return None
+
+    def verify(self, root: str | Path | None = None) -> list[str]:  # noqa: ARG002
+        return []
+
+
+def register_dataset(name: str, source: ArrayDataset | Callable[[], ArrayDataset]) -> None:
+    """Make your own tensors a dataset by name (``dataset=<name>`` in a config of this process).
+    ``source``: an ``ArrayDataset`` (``ArrayDataset.from_tensors``) or a function returning one, called
+    at the first load."""
+    DATASETS.register(name)(InMemoryDataset(name, source))
+
+
+def register_image_folder(name: str, root: str | Path, mode: str = "RGB") -> DatasetSpec:
+    """Make an image folder (``root/{train,test}/<class>/<image>``, see ``sparsecl.data.folder``) a dataset
+    by name; ``mode`` "L" reads grey images, "RGB" colour. Channel mean/std come from its training split."""
+    root = Path(root).expanduser()
+    spec = DatasetSpec(name, ImageFolderReader(mode), len(class_folders(root / "train")),
+                       (FileSpec("train"), FileSpec("test")), system_dirs=lambda: (root,),
+                       homepage=f"image folder {root}")
+    _add(spec)
+    return spec
 
 
 def load_dataset(name: str, root: str | Path | None = None, download: bool | None = None,
@@ -320,9 +349,11 @@ def datasets_report(root: str | Path | None = None) -> list[dict[str, Any]]:
     for name in DATASETS:
         spec = DATASETS.get(name)
         directory = spec.find(root)
-        row: dict[str, Any] = {"name": name, "path": str(directory) if directory else None, "status": "missing",
+        in_memory = isinstance(spec, InMemoryDataset)
+        row: dict[str, Any] = {"name": name, "path": str(directory) if directory else None,
+                               "status": "in memory" if in_memory else "missing",
                                "train": None, "test": None, "num_classes": spec.num_classes,
-                               "how_to_get": None if directory else spec.how_to_get()}
+                               "how_to_get": None if directory or in_memory else spec.how_to_get()}
         if directory is not None:
             try:
                 problems, data = spec.inspect(directory)
