@@ -18,7 +18,7 @@ class DER(RehearsalMethod):
     options = RehearsalMethod.options + ("alpha",)
 
     def compute_loss(self, batch: Batch) -> StepOutput:
-        if self.buffer.empty:
+        if not self.replays(batch):
             logits = self.model(batch.x)
             return StepOutput(self.current_loss(logits, batch, self.cfg.masked_head), logits, len(batch))
         rep = self.replay(self.replay_size(batch))

@@ -24,7 +24,7 @@ class DERpp(RehearsalMethod):
     options = RehearsalMethod.options + ("alpha", "beta")
 
     def compute_loss(self, batch: Batch) -> StepOutput:
-        if self.buffer.empty:
+        if not self.replays(batch):
             logits = self.model(batch.x)
             return StepOutput(self.current_loss(logits, batch, self.cfg.masked_head), logits, len(batch))
         m = self.replay_size(batch)
