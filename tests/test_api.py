@@ -76,7 +76,15 @@ def test_array_dataset_from_float_grey_tensors():
         sparsecl.ArrayDataset.from_tensors("t", x * 2, torch.zeros(6).long(), x, torch.zeros(6).long())
 
 
-def test_register_dataset_by_name_and_twice_refused():
+@pytest.fixture
+def registry(monkeypatch):
+    """The dataset registry as it was: names registered by a test are gone afterwards."""
+    from sparsecl.data.registry import DATASETS
+
+    monkeypatch.setattr(DATASETS, "_entries", dict(DATASETS._entries))
+
+
+def test_register_dataset_by_name_and_twice_refused(registry):
     x = torch.zeros(4, 1, 2, 2, dtype=torch.uint8)
     ds = sparsecl.ArrayDataset.from_tensors("mine", x, torch.tensor([0, 1, 0, 1]), x, torch.tensor([1, 0, 1, 0]))
     sparsecl.register_dataset("test-api-mine", lambda: ds)
@@ -92,7 +100,7 @@ def _png(path, value, size=(3, 3)):
     Image.new("L", size, value).save(path)
 
 
-def test_image_folder_reads_labels_by_sorted_class_folder(tmp_path):
+def test_image_folder_reads_labels_by_sorted_class_folder(tmp_path, registry):
     pytest.importorskip("PIL")
     for split in ("train", "test"):
         _png(tmp_path / split / "b" / "1.png", 200)
@@ -238,3 +246,21 @@ def test_tdm_queries_are_pure():
     tdm._skip(state)  # an acting hook commits the skip: logged once
     tdm._skip(state)
     assert [e for e in tdm.log if e.get("skipped")] == [{"task": 0, "event": "cycle", "at": 0.2, "skipped": True}]
+
+
+def test_derived_settings_are_explicit_printed_and_in_the_summary(tmp_path):
+    from sparsecl.configtools import make_config, to_dict
+
+    given = {"dataset": "digits", "tasks": 2, "epochs": 1, "method": "derpp", "buffer_size": 50,
+             "sparsity.density": 0.2, "sparcl.tdm": True, "sparcl.dgm": True, "progress": False,
+             "checkpoint.keep_model": False}
+    cfg = make_config(sparsecl.TrainConfig, given)
+    assert {d["key"]: (d["given"], d["value"]) for d in cfg.derived} == {
+        "sparsity.lr_scaling": ("auto", "sqrt"), "sparsity.method": ("auto", "magnitude"),
+        "sparsity.layers": ("all", "sparcl"), "continual.masked_head": (None, True), "sparcl.dgm_ratio": (None, 0.84)}
+    assert make_config(sparsecl.TrainConfig, to_dict(cfg)).derived == []  # resolved: nothing left to derive
+    assert cfg.resolve() == []
+    lines = []
+    summary = sparsecl.train(cfg, tmp_path / "run", stream_out=lines.append)
+    assert summary["derived"] == cfg.derived
+    assert "derived sparsity.layers=sparcl (given all): TDM sparsifies sparcl.layers" in lines

@@ -92,6 +92,9 @@ class Trainer:
         self.progress = Progress(cfg.progress)
         # where no bar is seen (output to a file or a pipe): one line per epoch instead
         self.epoch_lines = cfg.progress and not (self.progress.enabled and sys.stdout.isatty())
+        # settings the config derived (``TrainConfig.resolve``); a resumed run's config is already resolved,
+        # so the list comes back from the checkpoint
+        self.derived = [dict(d) for d in getattr(cfg, "derived", [])]
         self.acc = {"class_il": [], "task_il": []}
         self.counters = {"train_time_s": 0.0, "eval_time_s": 0.0, "examples_processed": 0, "data_examples": 0,
                          "steps": 0}
@@ -121,7 +124,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "generators": {k: g.get_state() for k, g in r.generators.items() if k not in SAVED_BY_OWNER},
             "metrics": {"acc": self.acc, "counters": self.counters, "epoch_sums": self.epoch_sums.cpu(),
-                        "log_offset": self.log.offset(), "began": self._began},
+                        "log_offset": self.log.offset(), "began": self._began, "derived": self.derived},
         }
 
     def load_checkpoint_state(self, ck: dict[str, Any]) -> None:
@@ -147,6 +150,7 @@ class Trainer:
             r.generators[k].set_state(s)
         m = ck["metrics"]
         self.acc, self.counters, self._began = m["acc"], m["counters"], m["began"]
+        self.derived = m.get("derived", self.derived)  # older checkpoints: none recorded
         self.epoch_sums = m["epoch_sums"].to(dev)
         note = self.log.truncate(m["log_offset"])
         if note:
@@ -195,6 +199,8 @@ class Trainer:
 
         r.engine.begin(closure)
         self._began = True
+        for d in self.derived:  # what the config derived from other settings (also in summary.json)
+            self.print(f"derived {d['key']}={d['value']} (given {d['given']}): {d['why']}")
         self._log_masks(initial=True)
         for line in startup_warnings(r):  # after begin: the masks' density is known
             self.warn(line)
@@ -362,6 +368,7 @@ class Trainer:
             "seed": r.cfg.seed,
             "scenario": r.stream.scenario,
             "evaluated_on": "validation" if r.cfg.validation else "test",
+            "derived": self.derived,
             "config": to_dict(r.cfg),
             "train_time_s": self.counters["train_time_s"],
             "eval_time_s": self.counters["eval_time_s"],
