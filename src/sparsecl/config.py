@@ -19,7 +19,7 @@ from sparsecl.loggers import LOGGERS
 from sparsecl.sparcl.config import SparclConfig
 from sparsecl.sparse.config import SparsityConfig
 from sparsecl.sparse.methods import SPARSE_METHODS, SparseMethod
-from sparsecl.train.distill import DistillConfig
+from sparsecl.losses import DistillConfig
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "step")
