@@ -33,21 +33,23 @@ def fit(overrides: list[str], tmp_path, name: str = "run", **kw) -> tuple[dict, 
 # -- 1. sparse defaults that learn ------------------------------------------------------------------------
 def test_sparse_defaults_rescale_and_scale_the_lr_of_sparse_layers():
     cfg = make_config(TrainConfig, None, ["dataset=digits", *RIGL])
-    assert (cfg.batch_size, cfg.sparsity.init, cfg.sparsity.lr_scaling) == (32, "rescale", "sqrt")
+    assert (cfg.batch_size, cfg.sparsity.init, cfg.sparsity.lr_scaling) == (32, "rescale", "inverse")
     # a quadratic anchor penalty bounds the stable lr: no factor there
     assert make_config(TrainConfig, None, [*RIGL, "method=ewc_on"]).sparsity.lr_scaling == "none"
     run = build_run(cfg)
     run.engine.begin(None)
     for layer in run.engine.layers:
         (group,) = [g for g in run.optimizer.param_groups if any(p is layer.param for p in g["params"])]
-        factor = min(4.0, (layer.numel / layer.count) ** 0.5)
+        factor = min(4.0, layer.numel / layer.count)
         assert group["params"] == [layer.param] and group["lr"] == pytest.approx(cfg.lr * factor)
         assert run.engine.lr_factors[layer.name] == pytest.approx(factor)
     shared = run.optimizer.param_groups[0]
     assert shared["lr"] == cfg.lr and "lr_scale" not in shared  # biases: the configured lr
-    capped = build_run(make_config(TrainConfig, None, ["dataset=digits", *RIGL, "sparsity.lr_scaling=inverse"]))
-    capped.engine.begin(None)
-    assert max(capped.engine.lr_factors.values()) == 4.0  # ERK leaves a layer at d ~ 0.06: 1/d capped
+    assert max(run.engine.lr_factors.values()) == 4.0  # ERK leaves a layer at d ~ 0.06: 1/d capped
+    sqrt = build_run(make_config(TrainConfig, None, ["dataset=digits", *RIGL, "sparsity.lr_scaling=sqrt"]))
+    sqrt.engine.begin(None)
+    assert sqrt.engine.lr_factors == {layer.name: pytest.approx(min(4.0, (layer.numel / layer.count) ** 0.5))
+                                      for layer in run.engine.layers}
 
 
 def test_lr_factors_survive_a_schedule_and_a_resume(tmp_path):

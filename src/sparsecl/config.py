@@ -181,9 +181,9 @@ class TrainConfig:
         changes; otherwise a density below 1 needs an explicit sparse-training method."""
         sp = self.sparsity
         if sp.lr_scaling == "auto":
-            # sqrt; none under a quadratic anchor penalty (see MaskEngine._scale_learning_rates)
+            # 1/d (capped); none under a quadratic anchor penalty (see MaskEngine._scale_learning_rates)
             anchored = issubclass(CL_METHODS.get(self.continual.method), AnchoredPenalty)
-            sp = self.sparsity = dataclasses.replace(sp, lr_scaling="none" if anchored else "sqrt")
+            sp = self.sparsity = dataclasses.replace(sp, lr_scaling="none" if anchored else "inverse")
         if self.sparcl.tdm:
             if sp.density >= 1:
                 raise ValueError("sparcl.tdm needs a target sparsity: set sparsity.density below 1 (e.g. 0.1 for 90 % sparsity)")

@@ -47,7 +47,7 @@ class SparsityConfig:
                           "unit's squared sum: its activation variance at init) | dense (kept as initialised: "
                           "the RigL paper's setting)", default="rescale")
     lr_scaling: str = helpfield("per-sparse-layer learning-rate factor from the layer's initial density d: auto "
-                                "(sqrt, but none under ewc_on/si, whose quadratic penalty bounds the stable lr) | "
+                                "(inverse, but none under ewc_on/si, whose quadratic penalty bounds the stable lr) | "
                                 "sqrt (1/sqrt(d)) | inverse (1/d) | none (the RigL paper's setting); capped at "
                                 "lr_scale_max", default="auto")
     lr_scale_max: float = helpfield("largest lr factor lr_scaling may give a layer", default=4.0)

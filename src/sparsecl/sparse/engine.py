@@ -293,16 +293,17 @@ class MaskEngine:
         dz = lr * delta * sum_active x_j^2, about d times the dense unit's change, so a sparse layer learns
         about d times slower per step (the poor gradient flow of sparse networks, Evci et al., AAAI 2022,
         "Gradient Flow in Sparse Neural Networks and How Lottery Tickets Win", arXiv:2010.03533; RigL
-        compensates by training 100+ epochs with momentum 0.9). 1/d restores the dense unit's dz; 1/sqrt(d)
-        restores the RELATIVE weight change |dw|/|w| once ``init=rescale`` has made the survivors
-        1/sqrt(d) larger. sqrt, capped at 4, is the default (``auto`` as resolved by TrainConfig): with
-        batch 32 it brings RigL-ERK 90 % within 2 points of dense on digits and Fashion-MNIST (table in
-        benchmarks/RESULTS.md), while 1/d with a cap of 10, better at lr 0.03 without momentum, collapsed at
-        the RigL paper's lr 0.1 + momentum 0.9 (41.94 % against 98.06 % on digits), and any factor > 1
-        diverged under a stiff online-EWC penalty (the step lr * lambda * F must stay below 1), hence none
-        under ewc_on/si. The cap bounds the factor of very sparse layers (ERK leaves an MLP layer d ~ 0.06).
-        Deviation: neither paper scales learning rates; this is this library's default for short runs, not a
-        paper's setting. Dense-to-sparse methods (gmp, lth) start at d = 1 and keep factor 1. A MaskEngine
+        compensates by training 100+ epochs with momentum 0.9). 1/d restores the dense unit's dz (the fan-in
+        argument); 1/sqrt(d) restores only the RELATIVE weight change |dw|/|w| once ``init=rescale`` has made
+        the survivors 1/sqrt(d) larger. ``auto`` (as resolved by TrainConfig) is 1/d capped at 4: with batch
+        32 it brings RigL-ERK 90 % within 3 points of dense on digits and Fashion-MNIST (benchmarks/RESULTS.md,
+        issue 21), where 1/sqrt(d) stayed 4 points behind on digits; the cap of 4 is the largest of those measured (4, 6, 10) that
+        keeps the RigL paper's lr 0.1 + momentum 0.9 working (1.1 points under dense on digits; a cap of 6
+        lost 10 points, 10 collapsed to 42 %). Any factor > 1 diverged under a stiff online-EWC penalty (the
+        step lr * lambda * F must stay below 1), hence none under ewc_on/si. Deviation: neither paper scales
+        learning rates; this is this library's default for short runs, not a paper's setting; set
+        ``lr_scaling=none`` (with ``init=dense``) for the RigL paper's. Dense-to-sparse methods (gmp, lth)
+        start at d = 1 and keep factor 1. A MaskEngine
         built directly with ``auto`` scales nothing (its optimizer's groups are the caller's).
 
         Each sparse layer's weight must be the only parameter of its param group (``make_optimizer`` with
