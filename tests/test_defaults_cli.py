@@ -40,16 +40,22 @@ def test_sparse_defaults_rescale_and_scale_the_lr_of_sparse_layers():
     run.engine.begin(None)
     for layer in run.engine.layers:
         (group,) = [g for g in run.optimizer.param_groups if any(p is layer.param for p in g["params"])]
-        factor = min(4.0, layer.numel / layer.count)
+        factor = min(0.24 / cfg.lr, layer.numel / layer.count)  # lr_max 0.24: 8x the default lr
         assert group["params"] == [layer.param] and group["lr"] == pytest.approx(cfg.lr * factor)
         assert run.engine.lr_factors[layer.name] == pytest.approx(factor)
     shared = run.optimizer.param_groups[0]
     assert shared["lr"] == cfg.lr and "lr_scale" not in shared  # biases: the configured lr
-    assert max(run.engine.lr_factors.values()) == 4.0  # ERK leaves a layer at d ~ 0.06: 1/d capped
+    assert max(run.engine.lr_factors.values()) == pytest.approx(8.0)  # ERK leaves d ~ 0.06: 1/d capped
     sqrt = build_run(make_config(TrainConfig, None, ["dataset=digits", *RIGL, "sparsity.lr_scaling=sqrt"]))
     sqrt.engine.begin(None)
-    assert sqrt.engine.lr_factors == {layer.name: pytest.approx(min(4.0, (layer.numel / layer.count) ** 0.5))
+    assert sqrt.engine.lr_factors == {layer.name: pytest.approx((layer.numel / layer.count) ** 0.5)
                                       for layer in run.engine.layers}
+    # the cap is on the effective step lr / (1 - momentum): at lr 0.1 + momentum 0.9 nothing is scaled,
+    # at lr 0.1 without momentum at most 2.4x
+    for extra, cap in ((["lr=0.1", "momentum=0.9"], 1.0), (["lr=0.1"], 2.4)):
+        r = build_run(make_config(TrainConfig, None, ["dataset=digits", *RIGL, *extra]))
+        r.engine.begin(None)
+        assert max(r.engine.lr_factors.values()) == pytest.approx(cap)
 
 
 def test_lr_factors_survive_a_schedule_and_a_resume(tmp_path):

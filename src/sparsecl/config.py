@@ -79,7 +79,7 @@ class TrainConfig:
     lr_gamma: float = helpfield("step schedule factor", default=0.1)
     epochs: int = helpfield("epochs per task", default=1)
     batch_size: int = helpfield("minibatch size (32 as in mammoth/SparCL: enough steps per epoch on small "
-                                "sets, and sparse layers learn within 2 points of dense, benchmarks/RESULTS.md)",
+                                "sets, and sparse layers learn within 3 points of dense, benchmarks/RESULTS.md)",
                                 default=32)
     drop_last: bool = helpfield("drop the last partial batch of an epoch", default=False)
     grad_clip: float | None = helpfield("clip the gradient norm to this value (none: off); sparse layers: norm of the active weights' gradients", default=None)
