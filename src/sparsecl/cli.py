@@ -41,6 +41,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.keys:
         print(_keys_help())
         return 0
+    if args.report:  # fail before training when the report could not be drawn
+        from sparsecl.loggers.base import require
+
+        require("matplotlib", "report", "train --report")
     if args.resume:
         if args.overrides or args.config or args.check:
             raise ConfigError("--resume takes the run's own config; give no config file, key=value overrides or --check")
@@ -82,6 +86,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(str(e), file=sys.stderr)
             return 130
     print(f"results in {out}/ (summary.json, metrics.jsonl, config.yaml)")
+    if args.report:
+        from sparsecl.report import report
+
+        print(f"report: {report([out], out / 'report')[0]}")
     return 0
 
 
@@ -147,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace the sparsecl run in the output folder (other folders are never deleted)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
     p.add_argument("--keys", action="store_true", help="list every config key, its default and meaning")
+    p.add_argument("--report", action="store_true", help="write the run's report (sparsecl report) into RUN/report")
     p.add_argument("--check", action="store_true", help="resolve and validate the config, print it as YAML, "
                                                         "and exit without training")
     p.set_defaults(func=cmd_train)
@@ -169,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     from sparsecl.export.cli import add_export_commands
 
     add_export_commands(sub)
+    from sparsecl.report.cli import add_report_command
+    from sparsecl.sweep.cli import add_sweep_command
+
+    add_report_command(sub)
+    add_sweep_command(sub)
 
     args, extra = parser.parse_known_args(argv)
     if args.command == "train":

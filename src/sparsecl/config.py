@@ -14,6 +14,7 @@ from sparsecl.configtools import choices, helpfield
 from sparsecl.continual.config import ContinualConfig
 from sparsecl.continual.methods import CL_METHODS
 from sparsecl.continual.methods.penalty import AnchoredPenalty
+from sparsecl.loggers import LOGGERS
 from sparsecl.sparcl.config import SparclConfig
 from sparsecl.sparse.config import SparsityConfig
 from sparsecl.sparse.methods import SPARSE_METHODS, SparseMethod
@@ -52,6 +53,8 @@ class TrainConfig:
     # data
     dataset: str = helpfield("dataset name (sparsecl datasets lists them)", default="fashion-mnist")
     data_dir: str | None = helpfield("directory holding the dataset files (else SPARSECL_DATA, cache, system)", default=None)
+    verify_data: bool = helpfield("check the dataset files against their published checksums (false: your own "
+                                  "copy in the same format, e.g. a subset)", default=True)
     download: bool | None = helpfield("download when not found locally (none: try when online)", default=None)
     stream: str = helpfield("class-il (one head, no task id) | task-il (trained with a task-masked head, "
                             "evaluated with the task id) | permuted | rotated (Domain-IL: every task has every class)",
@@ -92,6 +95,8 @@ class TrainConfig:
                                    "fresh pages every step; process-wide, see sparsecl.train.memory)", default=True)
     eval_batch_size: int = helpfield("evaluation batch size", default=1000)
     progress: bool = helpfield("show a progress bar", default=True)
+    log: tuple[str, ...] = helpfield("loggers beside metrics.jsonl, comma-separated: csv, tensorboard, wandb "
+                                     "(sparsecl.loggers)", default=())
     # sections
     continual: ContinualConfig = field(default_factory=ContinualConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
@@ -135,6 +140,10 @@ class TrainConfig:
             raise ValueError(f"lr_step_epochs must lie inside (0, epochs={self.epochs}), got {list(self.lr_step_epochs)}")
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        for name in self.log:
+            LOGGERS.get(name)  # unknown names fail here, listing the valid ones
+        if len(set(self.log)) != len(self.log):
+            raise ValueError(f"log names a logger twice: {','.join(self.log)}")
         self._resolve_scenario()
         self._resolve_sparsity()
         self._resolve_sparcl()

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from sparsecl.sparse.config import SparsityConfig
-from sparsecl.sparse.distributions import DISTRIBUTIONS, SCORED_DISTRIBUTIONS
+from sparsecl.sparse.distributions import DISTRIBUTIONS, SCORED_DISTRIBUTIONS, refuse_empty_layers
 from sparsecl.sparse.filters import LayerSpec, select_layers
 from sparsecl.sparse.masks import count_for_density
 from sparsecl.sparse.methods import SPARSE_METHODS, LossClosure
@@ -102,6 +102,7 @@ class MaskEngine:
         self.method = method_cls(self)
         self.step_count = 0
         self.mask_version = 0  # bumped whenever a mask changes (consumers cache densities on it)
+        self.mask_changes: dict[str, tuple[int, int]] = {}  # name -> (dropped, grown) since pop_mask_changes()
         self._remask_weights = type(optimizer) not in ZERO_PRESERVING_OPTIMIZERS
         self.last_step = StepInfo()
         self._begun = False
@@ -222,6 +223,7 @@ class MaskEngine:
         if self._final_counts is None:
             self._final_counts = DISTRIBUTIONS.get(cfg.distribution)(self.specs, cfg.density,
                                                                      custom=cfg.custom_densities)
+            refuse_empty_layers(self.specs, self._final_counts, cfg)
         if density_of is None:
             return list(self._final_counts)
         return [count_for_density(s.numel, density_of(c / s.numel)) for s, c in zip(self.specs, self._final_counts)]
@@ -250,8 +252,9 @@ class MaskEngine:
         return StepInfo(t, changed, dense, skipped)
 
     def _install(self, new: dict[int, torch.Tensor]) -> bool:
-        """Put new masks in place; True if any position changed (one host sync, update steps only)."""
-        flags = []
+        """Put new masks in place; True if any position changed (one host sync, update steps only).
+        The dropped and grown counts per layer add up in ``mask_changes`` until ``pop_mask_changes()``."""
+        moved = []
         for i, mask in new.items():
             layer = self.layers[i]
             diff = layer.mask ^ mask
@@ -260,14 +263,24 @@ class MaskEngine:
                 for state in self.optimizer.state.get(layer.param, {}).values():
                     if torch.is_tensor(state) and state.shape == layer.param.shape:
                         state.masked_fill_(diff, 0)
+            moved.append(torch.stack([(diff & layer.mask).sum(), (diff & mask).sum()]))  # dropped, grown
             layer.mask, layer.count = mask, int(mask.sum())
             layer.fmask = mask.to(layer.param.dtype)
-            flags.append(diff.any())
-        changed = bool(torch.stack(flags).any()) if flags else False
+        counts = torch.stack(moved).tolist() if moved else []
+        for i, (dropped, grown) in zip(new, counts):
+            if dropped or grown:
+                old = self.mask_changes.get(self.layers[i].name, (0, 0))
+                self.mask_changes[self.layers[i].name] = (old[0] + dropped, old[1] + grown)
+        changed = any(d or g for d, g in counts)
         if changed:
             self.mask_version += 1
             self._refresh()
         return changed
+
+    def pop_mask_changes(self) -> dict[str, tuple[int, int]]:
+        """Layer name -> (dropped, grown) positions since the last call (layers that changed only)."""
+        out, self.mask_changes = self.mask_changes, {}
+        return out
 
     def _rescale_survivors(self, dense: list[torch.Tensor]) -> None:
         """``init=rescale``: per output unit r (row of the [out, fan-in] weight), multiply the surviving

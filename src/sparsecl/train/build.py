@@ -75,7 +75,7 @@ def augment_for(cfg: TrainConfig) -> Augment:
 
 def build_data(cfg: TrainConfig, device: torch.device) -> tuple[Stream, BatchTransform]:
     """The dataset on ``device``, cut into the configured stream, and its batch transform."""
-    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.verify_data)
     if cfg.validation:  # one fixed split for every seed: runs that differ in seed tune on the same examples
         ds = ds.holdout(cfg.validation, torch.Generator().manual_seed(VALIDATION_SEED))
     ds = ds.to(device)

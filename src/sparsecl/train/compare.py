@@ -24,7 +24,7 @@ from typing import Any
 from sparsecl.configtools import ConfigError
 
 # config keys outside a setting's identity
-NOT_THE_SETTING = ("seed", "progress", "threads", "malloc_reuse", "eval_batch_size", "checkpoint", "device")
+NOT_THE_SETTING = ("seed", "progress", "threads", "malloc_reuse", "eval_batch_size", "checkpoint", "device", "log")
 MUST_MATCH = ("dataset", "model")  # keys whose mix makes a table meaningless
 FORMATS = ("table", "markdown", "csv")
 

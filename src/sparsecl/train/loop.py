@@ -24,7 +24,7 @@ from sparsecl.data.loader import EpochSampler, make_batch
 from sparsecl.fileio import save_torch
 from sparsecl.train import checkpoint
 from sparsecl.train.build import Run
-from sparsecl.train.logging import MetricsLog, Progress, write_json
+from sparsecl.train.logging import Progress, open_log, write_json
 from sparsecl.train.meters import check_loss
 
 LOG_EVERY = 25  # steps between progress-bar refreshes (each costs one host sync)
@@ -83,7 +83,7 @@ class Trainer:
                                total_steps=sum(run.plan), epochs_per_task=run.epochs)
         self.sampler = EpochSampler(cfg.batch_size, run.generators["data"], cfg.drop_last)
         self.pos = Position()
-        self.log = MetricsLog(self.out / "metrics.jsonl")
+        self.log = open_log(self.out, cfg.log, to_dict(cfg))
         self.progress = Progress(cfg.progress)
         # where no bar is seen (output to a file or a pipe): one line per epoch instead
         self.epoch_lines = cfg.progress and not (self.progress.enabled and sys.stdout.isatty())
@@ -165,6 +165,7 @@ class Trainer:
                 self._run_task(t)
         finally:
             self.progress.close()
+            self.log.close()
             for s, h in previous.items():
                 signal.signal(s, h)
         wall, cpu = _clocks()
@@ -190,6 +191,7 @@ class Trainer:
 
         r.engine.begin(closure)
         self._began = True
+        self._log_masks(initial=True)
         for line in startup_warnings(r):  # after begin: the masks' density is known
             self.warn(line)
 
@@ -202,6 +204,7 @@ class Trainer:
             st.task_size = 0 if st.active_idx is None else int(st.active_idx.numel())
             for c in r.components:
                 c.on_task_start(st, task)
+            self._log_masks()
             self.pos.task_started = True
         if st.active_idx is not None and r.plan[t] > 0:
             self.progress.start(f"task {t + 1}/{r.stream.num_tasks}", r.plan[t], initial=st.task_step)
@@ -209,6 +212,7 @@ class Trainer:
                 self._run_epoch(task, e)
         for c in r.components:
             c.on_task_end(st, task)
+        self._log_masks()
         self._evaluate(t)
         self.pos = Position(task=t + 1)
         if r.cfg.checkpoint.at_task_end:
@@ -221,6 +225,7 @@ class Trainer:
         if not self.pos.in_epoch:
             for c in r.components:
                 c.on_epoch_start(st, task)
+            self._log_masks()
             self.sampler.start_epoch(st.active_idx)
             self.epoch_sums.zero_()
             self.pos.epoch, self.pos.in_epoch = e, True
@@ -238,11 +243,15 @@ class Trainer:
         self._flush(t0)
         for c in r.components:
             c.on_epoch_end(st, task)
+        self._log_masks()
         n = int(self.epoch_sums[2])
-        self.log.write({"event": "epoch", "task": task.id, "epoch": e, "step": st.step,
-                        "loss": float(self.epoch_sums[0]) / max(n, 1), "train_acc": 100.0 * float(self.epoch_sums[1]) / max(n, 1),
-                        "examples": n, "epoch_fraction": n / max(st.task_size, 1),
-                        "density": r.engine.densities()["overall"]})
+        record = {"event": "epoch", "task": task.id, "epoch": e, "step": st.step,
+                  "loss": float(self.epoch_sums[0]) / max(n, 1), "train_acc": 100.0 * float(self.epoch_sums[1]) / max(n, 1),
+                  "examples": n, "epoch_fraction": n / max(st.task_size, 1),
+                  "density": r.engine.densities()["overall"]}
+        if r.flops.grad_density is not None:  # DGM: weight-gradient density per layer at the epoch's end
+            record["grad_density"] = r.flops.grad_density.grad_densities()
+        self.log.write(record)
         self.pos.in_epoch = False
         self.pos.epoch = e + 1
         if self.epoch_lines:
@@ -283,6 +292,8 @@ class Trainer:
         for c in r.components:
             c.after_step(st, batch, out)
         st.step += 1
+        if r.engine.mask_changes:  # a mask update in this step (the engine's or a component's)
+            self._log_masks()
         st.task_step += 1
         st.task_progress = (st.epoch + self.sampler.cursor / max(self._batches, 1)) / r.epochs
         n = len(batch)
@@ -297,6 +308,27 @@ class Trainer:
         if st.task_step % LOG_EVERY == 0 and self.progress.bar is not None:
             s = self.epoch_sums.tolist()
             self.progress.postfix(loss=f"{s[0] / max(s[2], 1):.4f}", acc=f"{100 * s[1] / max(s[2], 1):.1f}")
+
+    def _log_masks(self, initial: bool = False) -> None:
+        """One ``mask_update`` record when some mask changed since the last one: per-layer density and
+        turnover |M_old xor M_new| / (|M_old| + |M_new|) (in [0, 1]; the drop fraction of a prune-and-regrow
+        update at constant count). The initial masks (step 0) are logged with ``initial`` and no turnover."""
+        changes = self.run.engine.pop_mask_changes()
+        if not changes:
+            return
+        dens = self.run.engine.densities()
+        record = {"event": "mask_update", "task": self.state.task, "step": self.state.step,
+                  "density": dens["overall"], "layers": dens["layers"]}
+        if initial:
+            record["initial"] = True
+        else:
+            numel = {layer.name: layer.numel for layer in self.run.engine.layers}
+            turnover = {}
+            for name, (dropped, grown) in changes.items():
+                after = round(dens["layers"][name] * numel[name])
+                turnover[name] = (dropped + grown) / max(2 * after + dropped - grown, 1)
+            record["turnover"] = turnover
+        self.log.write(record)
 
     def _evaluate(self, t: int) -> None:
         r = self.run
