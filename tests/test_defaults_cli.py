@@ -243,6 +243,12 @@ def test_resume_of_a_finished_run_says_it_is_finished(tmp_path, capsys):
     said = capsys.readouterr().out
     assert said.startswith(f"{out} is finished (2 of 2 tasks trained)") and "resuming" not in said
     assert (out / "summary.json").read_text() == before
+    clock = tmp_path / "clock"  # no checkpoint at the task ends: the last one is mid-run, the run is still done
+    assert cli.main(["train", *D, "epochs=2", "checkpoint.at_task_end=false", "checkpoint.every=20",
+                     "--out", str(clock)]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(clock)]) == 0
+    assert capsys.readouterr().out.startswith(f"{clock} is finished (1 of 1 tasks trained)")
 
 
 # -- 11. device=auto ----------------------------------------------------------------------------------

@@ -66,8 +66,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             ck = checkpoint.load(out, note=_note)
             cfg = make_config(TrainConfig, ck["config"])
             done = int(ck["position"]["task"])
-            if done >= cfg.tasks:
-                print(f"{out} is finished ({done} of {cfg.tasks} tasks trained); its results are in "
+            if done >= cfg.tasks or (out / "summary.json").is_file():  # summary.json: written when a run ends
+                print(f"{out} is finished ({cfg.tasks} of {cfg.tasks} tasks trained); its results are in "
                       f"{out}/summary.json. Nothing to resume; to train it again, start it with --overwrite")
                 return 0
             run = build_run(cfg)
