@@ -9,8 +9,9 @@ from pathlib import Path
 from sparsecl import __version__
 
 EPILOG_TRAIN = """\
-Config keys are given as key=value after the options; a bare key resolves to the one section that has
-it (buffer_size -> continual.buffer_size); sections: sparsity.*, sparcl.*, checkpoint.*.
+Config keys are given as key=value anywhere on the line (before or after the options); a bare key resolves
+to the one section that has it (buffer_size -> continual.buffer_size); sections: sparsity.*, continual.*,
+sparcl.*, checkpoint.*, distill.*. `--check` prints the resolved config without training.
 Examples:
   sparsecl train dataset=fashion-mnist model=mlp epochs=1 batch_size=128 seed=0 --out runs/first
   sparsecl train stream=class-il tasks=5 method=derpp buffer_size=500 alpha=0.1 beta=0.5 lr=0.03 \\
@@ -45,12 +46,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         require("matplotlib", "report", "train --report")
     if args.resume:
-        if args.overrides or args.config:
-            raise ConfigError("--resume takes the run's own config; give no config file or key=value overrides")
+        if args.overrides or args.config or args.check:
+            raise ConfigError("--resume takes the run's own config; give no config file, key=value overrides or --check")
         out = Path(args.resume)
         lock = runfolder.open_existing(out, note=_note)
     else:
         cfg = make_config(TrainConfig, load_file(args.config) if args.config else None, args.overrides)
+        if args.check:
+            import yaml
+
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            return 0
         out = Path(args.out) if args.out else Path("runs") / _default_name(cfg)
         runfolder.check_new(out, args.overwrite)  # fail before the data is loaded
         run = build_run(cfg)
@@ -58,10 +64,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     with lock:
         if args.resume:
             ck = checkpoint.load(out, note=_note)
-            run = build_run(make_config(TrainConfig, ck["config"]))
+            cfg = make_config(TrainConfig, ck["config"])
+            done = int(ck["position"]["task"])
+            if done >= cfg.tasks:
+                print(f"{out} is finished ({done} of {cfg.tasks} tasks trained); its results are in "
+                      f"{out}/summary.json. Nothing to resume; to train it again, start it with --overwrite")
+                return 0
+            run = build_run(cfg)
             trainer = Trainer(run, out)
             trainer.load_checkpoint_state(ck)
-            print(f"resuming {out} at task {trainer.pos.task + 1}, epoch {trainer.pos.epoch + 1}, step {trainer.state.step}")
+            print(f"resuming {out} at task {trainer.pos.task + 1}, epoch {trainer.pos.epoch + 1}, step "
+                  f"{trainer.state.step} (of {cfg.tasks} tasks)")
         else:
             import yaml
 
@@ -97,15 +110,29 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     print(f"{'dataset':<15} {'status':<40} {'train':>7} {'test':>7}  path")
     for r in rows:
         print(f"{r['name']:<15} {r['status']:<40} {r.get('train') or '-':>7} {r.get('test') or '-':>7}  {r.get('path') or '-'}")
+    missing = [r for r in rows if r.get("how_to_get")]
+    if missing:
+        print("\nto get a missing dataset:")
+        for r in missing:
+            print(f"  {r['name']}: {r['how_to_get']}")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """One table over finished runs (seeds of one setting folded into mean ± std); FLOPs relative to
-    the first row."""
-    from sparsecl.train.compare import group, read_runs, table
+    """One table over finished runs (seeds of one setting folded into mean ± std, copies of one run counted
+    once, rows named by the settings that differ); FLOPs relative to the first row."""
+    from sparsecl.train.compare import check_comparable, group, read_runs, render, same_runs
 
-    print(table(group(read_runs(args.runs), by_setting=not args.each)))
+    runs, notes = same_runs(read_runs(args.runs))
+    notes += check_comparable(runs, args.mixed)
+    for line in notes:
+        print(line, file=sys.stderr)
+    text = render(group(runs, by_setting=not args.each), args.format)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+        print(f"wrote {args.output}")
+    else:
+        print(text)
     return 0
 
 
@@ -129,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
     p.add_argument("--keys", action="store_true", help="list every config key, its default and meaning")
     p.add_argument("--report", action="store_true", help="write the run's report (sparsecl report) into RUN/report")
+    p.add_argument("--check", action="store_true", help="resolve and validate the config, print it as YAML, "
+                                                        "and exit without training")
     p.set_defaults(func=cmd_train)
+    train_parser = p
 
     p = sub.add_parser("datasets", help="list the datasets found locally and verify their files")
     p.add_argument("--root", help="also look in this folder")
@@ -139,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                                        "relative to the first)")
     p.add_argument("runs", nargs="+", help="run folders; the first one's setting is the baseline")
     p.add_argument("--each", action="store_true", help="one row per run instead of one per setting")
+    p.add_argument("--format", choices=("table", "markdown", "csv"), default="table", help="output format")
+    p.add_argument("--output", help="write the table to this file instead of printing it")
+    p.add_argument("--mixed", action="store_true", help="compare runs on different datasets or models "
+                                                        "(a warning instead of an error)")
     p.set_defaults(func=cmd_compare)
 
     from sparsecl.export.cli import add_export_commands
@@ -150,7 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     add_report_command(sub)
     add_sweep_command(sub)
 
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train":
+        # key=value anywhere on the line: argparse stops taking positionals once an option came after them
+        args.overrides += [a for a in extra if "=" in a and not a.startswith("-")]
+        extra = [a for a in extra if "=" not in a or a.startswith("-")]
+        if extra:
+            train_parser.error(f"unrecognized arguments: {' '.join(extra)} (config keys are key=value; "
+                               "`sparsecl train --keys` lists them)")
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return _run(args)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pickle
 import secrets
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -100,6 +101,9 @@ def load_torch(path: str | os.PathLike) -> Any:
         raise FileCorrupt(path, f"damaged: record {bad!r} fails its CRC-32 check")
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise FileCorrupt(path, "refused: UnpicklingError: it holds pickled objects other than tensors and plain "
+                                "containers (loaded with weights_only=True; nothing in it was run)") from None
     except Exception as e:  # noqa: BLE001 - the unpickler raises many types; every one means "refused"
         raise FileCorrupt(path, f"refused: {_first_line(e)}") from None
 

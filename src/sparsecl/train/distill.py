@@ -55,13 +55,13 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     import yaml
 
     cfg_file, summary = run_dir / "config.yaml", run_dir / "summary.json"
+    if not (cfg_file.is_file() or summary.is_file()):
+        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml or summary.json)")
     try:
         if cfg_file.is_file():
             config = yaml.safe_load(cfg_file.read_text())
-        elif summary.is_file():
-            config = json.loads(summary.read_text()).get("config")
         else:
-            raise ConfigError(f"{run_dir} is not a run folder (no config.yaml or summary.json)")
+            config = json.loads(summary.read_text()).get("config")
     except (yaml.YAMLError, ValueError, AttributeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{run_dir}: damaged config.yaml/summary.json ({type(e).__name__})") from None
     if not isinstance(config, dict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import resource
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 
 from sparsecl.configtools import to_dict
-from sparsecl.continual.metrics import evaluate, format_table, summarize
+from sparsecl.continual.metrics import accuracy_line, evaluate, format_table, summarize
 from sparsecl.contract import LoopState
 from sparsecl.data.loader import EpochSampler, make_batch
 from sparsecl.fileio import save_torch
@@ -27,6 +28,33 @@ from sparsecl.train.logging import Progress, open_log, write_json
 from sparsecl.train.meters import check_loss
 
 LOG_EVERY = 25  # steps between progress-bar refreshes (each costs one host sync)
+MIN_STEPS_PER_EPOCH = 20  # fewer optimizer steps per epoch of a task: warn (e.g. digits at batch 128: 12)
+
+
+def startup_warnings(run: Run) -> list[str]:
+    """Settings known to make a run learn little, each one line (printed once, on a fresh start)."""
+    out = []
+    per_epoch = [(n // run.epochs, t) for t, n in enumerate(run.plan) if n > 0]
+    if per_epoch and min(per_epoch)[0] < MIN_STEPS_PER_EPOCH:
+        steps, t = min(per_epoch)
+        size = run.method.train_size(run.stream.tasks[t])
+        out.append(f"warning: task {t + 1} has {steps} optimizer steps per epoch ({size} examples, "
+                   f"batch_size={run.cfg.batch_size}); with fewer than {MIN_STEPS_PER_EPOCH} it learns little: lower "
+                   "batch_size or raise epochs")
+    if sparse_learns_slowly(run.cfg, run.engine.densities()["overall"]):
+        out.append("warning: sparse layers with sparsity.init=dense, sparsity.lr_scaling=none and plain SGD "
+                   "(momentum 0) learn slowly in short runs (benchmarks/RESULTS.md, issue 21); use "
+                   "sparsity.init=rescale sparsity.lr_scaling=auto (the defaults), or momentum=0.9 and long "
+                   "training as in the RigL paper")
+    return out
+
+
+def sparse_learns_slowly(cfg, density: float) -> bool:  # noqa: ANN001 - TrainConfig
+    """The RigL paper's sparse setting (no init rescaling, no lr scaling) under plain SGD without momentum:
+    measured far behind dense at the same steps (benchmarks/RESULTS.md, issue 21)."""
+    sp = cfg.sparsity
+    return (density < 1 and sp.init == "dense" and sp.lr_scaling == "none" and cfg.optimizer == "sgd"
+            and cfg.momentum == 0)
 
 
 class Interrupted(RuntimeError):
@@ -44,11 +72,12 @@ class Position:
 
 
 class Trainer:
-    def __init__(self, run: Run, out_dir: Path, *, stream_out: Any = print) -> None:
+    def __init__(self, run: Run, out_dir: Path, *, stream_out: Any = print, warn_out: Any = None) -> None:
         self.run = run
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.print = stream_out
+        self.warn = warn_out or (lambda line: print(line, file=sys.stderr))
         cfg = run.cfg
         self.state = LoopState(run.model, run.optimizer, run.stream, next(run.model.parameters()).device,
                                total_steps=sum(run.plan), epochs_per_task=run.epochs)
@@ -56,6 +85,8 @@ class Trainer:
         self.pos = Position()
         self.log = open_log(self.out, cfg.log, to_dict(cfg))
         self.progress = Progress(cfg.progress)
+        # where no bar is seen (output to a file or a pipe): one line per epoch instead
+        self.epoch_lines = cfg.progress and not (self.progress.enabled and sys.stdout.isatty())
         self.acc = {"class_il": [], "task_il": []}
         self.counters = {"train_time_s": 0.0, "eval_time_s": 0.0, "examples_processed": 0, "data_examples": 0,
                          "steps": 0}
@@ -161,6 +192,8 @@ class Trainer:
         r.engine.begin(closure)
         self._began = True
         self._log_masks(initial=True)
+        for line in startup_warnings(r):  # after begin: the masks' density is known
+            self.warn(line)
 
     def _run_task(self, t: int) -> None:
         r, st = self.run, self.state
@@ -221,6 +254,10 @@ class Trainer:
         self.log.write(record)
         self.pos.in_epoch = False
         self.pos.epoch = e + 1
+        if self.epoch_lines:
+            self.print(f"task {task.id + 1}/{r.stream.num_tasks} epoch {e + 1}/{r.epochs}: loss "
+                       f"{float(self.epoch_sums[0]) / max(n, 1):.4f}  train acc "
+                       f"{100.0 * float(self.epoch_sums[1]) / max(n, 1):.2f}  step {st.step}/{st.total_steps}")
 
     def _checkpoint_due(self, ck) -> bool:  # noqa: ANN001 - CheckpointConfig
         """Every ``checkpoint.every`` steps, and ``checkpoint.minutes`` of wall time after the last one."""
@@ -305,8 +342,9 @@ class Trainer:
                         "avg_class_il": sum(cil) / len(cil), "avg_task_il": sum(til) / len(til),
                         "density": dens["overall"]})
         self.progress.close()
-        self.print(f"task {t + 1}/{r.stream.num_tasks}: Class-IL {sum(cil) / len(cil):.2f}  Task-IL "
-                   f"{sum(til) / len(til):.2f}  (per task: {' '.join(f'{a:.1f}' for a in cil)})  density {dens['overall']:.4f}")
+        per_task = til if r.stream.scenario == "task-il" else cil
+        self.print(f"task {t + 1}/{r.stream.num_tasks}: {accuracy_line(r.stream.scenario, cil, til)}  (per task: "
+                   f"{' '.join(f'{a:.1f}' for a in per_task)})  density {dens['overall']:.4f}")
 
     def _finish(self) -> dict[str, Any]:
         r = self.run
@@ -318,6 +356,7 @@ class Trainer:
             "forgetting": {k: s["forgetting"] for k, s in scores.items()},
             "bwt": {k: s["bwt"] for k, s in scores.items()},
             "seed": r.cfg.seed,
+            "scenario": r.stream.scenario,
             "evaluated_on": "validation" if r.cfg.validation else "test",
             "config": to_dict(r.cfg),
             "train_time_s": self.counters["train_time_s"],
@@ -342,7 +381,7 @@ class Trainer:
         write_json(self.out / "summary.json", summary)
         if r.cfg.checkpoint.keep_model:
             save_torch(r.model.state_dict(), self.out / "final_model.pt")
-        self.print(format_table(scores))
+        self.print(format_table(scores, r.stream.scenario))
         return summary
 
 
