@@ -199,7 +199,7 @@ def test_datasets_says_how_to_get_each_missing_set(monkeypatch, capsys):
     for name in DATASETS:
         assert f"  {name}: {DATASETS.get(name).how_to_get()}" in out
     assert "download=true" in DATASETS.get("mnist").how_to_get()
-    assert DATASETS.get("digits").how_to_get().startswith("pip install scikit-learn")
+    assert DATASETS.get("digits").how_to_get().startswith("pip install 'sparsecl[digits]'")
     assert "apt-get install dataset-fashion-mnist" in DATASETS.get("fashion-mnist").how_to_get()
 
 

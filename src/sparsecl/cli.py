@@ -129,7 +129,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     text = render(group(runs, by_setting=not args.each), args.format)
     if args.output:
-        Path(args.output).write_text(text + "\n")
+        from sparsecl.fileio import atomic_write
+
+        atomic_write(args.output, text + "\n")
         print(f"wrote {args.output}")
     else:
         print(text)
