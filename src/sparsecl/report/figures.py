@@ -158,6 +158,7 @@ def sparcl(run: RunData) -> Any:
             ax.set_ylabel("gradient density (% of the layer)")
             ax.set_title("DGM: weight-gradient density at each epoch's end")
         ax.set_xlabel("epoch over the stream (count)")
+        ax.xaxis.set_major_locator(require("matplotlib.ticker", "report", "sparsecl report").MaxNLocator(integer=True))
         ax.legend(fontsize=8, ncols=2)
     fig.suptitle(run.label)
     return fig
