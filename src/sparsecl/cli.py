@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                                                         "(a warning instead of an error)")
     p.set_defaults(func=cmd_compare)
 
-    from sparsecl.export.cli import add_export_commands
+    from sparsecl.export_cli import add_export_commands
 
     add_export_commands(sub)
     from sparsecl.report.cli import add_report_command
