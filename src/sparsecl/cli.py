@@ -32,39 +32,64 @@ def _keys_help() -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from sparsecl.config import TrainConfig
-    from sparsecl.configtools import ConfigError, load_file, make_config, to_dict
+    from sparsecl.configtools import ConfigError, load_file, make_config
     from sparsecl.train import checkpoint
-    from sparsecl.train.build import build_run
-    from sparsecl.train.loop import Interrupted, Trainer
 
     if args.keys:
         print(_keys_help())
         return 0
+    from sparsecl.distributed import launch, runtime
+
     if args.resume:
         if args.overrides or args.config:
             raise ConfigError("--resume takes the run's own config; give no config file or key=value overrides")
         out = Path(args.resume)
         ck = checkpoint.load(out)
         cfg = make_config(TrainConfig, ck["config"])
-        run = build_run(cfg)
-        trainer = Trainer(run, out)
-        trainer.load_checkpoint_state(ck)
-        print(f"resuming {out} at task {trainer.pos.task + 1}, epoch {trainer.pos.epoch + 1}, step {trainer.state.step}")
     else:
         cfg = make_config(TrainConfig, load_file(args.config) if args.config else None, args.overrides)
         out = Path(args.out) if args.out else Path("runs") / _default_name(cfg)
-        _prepare_out(out, args.overwrite)
+    if launch.should_spawn(cfg.nproc):
+        if not args.resume:
+            _prepare_out(out, args.overwrite)  # refuse a non-empty folder here, before any worker starts
+        return launch.spawn(cfg.nproc, launch.child_argv(args.argv, str(out)))
+    dist = runtime.init(cfg.device)
+    try:
+        launch.check_world(cfg.nproc, dist)
+        return _train(args, cfg, out, ck if args.resume else None, dist)
+    finally:
+        runtime.teardown()
+
+
+def _train(args: argparse.Namespace, cfg, out: Path, ck, dist) -> int:  # noqa: ANN001
+    from sparsecl.configtools import to_dict
+    from sparsecl.train.build import build_run
+    from sparsecl.train.loop import Interrupted, Trainer
+
+    say = print if dist.is_main else (lambda *a, **k: None)
+    out = Path(dist.broadcast_object(str(out)))  # a default name holds the time: rank 0's
+    if ck is not None:
+        run = build_run(cfg)
+        trainer = Trainer(run, out)
+        trainer.load_checkpoint_state(ck)
+        say(f"resuming {out} at task {trainer.pos.task + 1}, epoch {trainer.pos.epoch + 1}, step {trainer.state.step}")
+    else:
+        if dist.is_main:
+            _prepare_out(out, args.overwrite)
+        dist.barrier()
         run = build_run(cfg)
         import yaml
 
-        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        if dist.is_main:
+            (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         trainer = Trainer(run, out)
     try:
         trainer.fit()
     except Interrupted as e:
-        print(str(e), file=sys.stderr)
+        if dist.is_main:
+            print(str(e), file=sys.stderr)
         return 130
-    print(f"results in {out}/ (summary.json, metrics.jsonl, config.yaml)")
+    say(f"results in {out}/ (summary.json, metrics.jsonl, config.yaml)")
     return 0
 
 
@@ -139,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     add_export_commands(sub)
 
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what ``nproc=N`` hands to its workers
     return _run(args)
 
 
@@ -149,13 +175,15 @@ def _run(args: argparse.Namespace) -> int:
 
     from sparsecl.configtools import ConfigError
     from sparsecl.data.dataset import DataError
+    from sparsecl.distributed.check import DivergenceError
     from sparsecl.registry import UnknownNameError
     from sparsecl.train.checkpoint import CheckpointError
     from sparsecl.train.meters import NumericalFault
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, UnknownNameError, CheckpointError, NumericalFault, ValueError) as e:
+    except (ConfigError, DataError, UnknownNameError, CheckpointError, NumericalFault, DivergenceError,
+            ValueError) as e:
         if os.environ.get("SPARSECL_DEBUG"):
             raise
         print(f"sparsecl {args.command}: error: {e}", file=sys.stderr)

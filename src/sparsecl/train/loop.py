@@ -19,6 +19,8 @@ import torch
 from sparsecl.configtools import to_dict
 from sparsecl.continual.metrics import evaluate, format_table, summarize
 from sparsecl.data.loader import EpochSampler, make_batch
+from sparsecl.distributed import current as current_dist
+from sparsecl.distributed.step import REFUSED_METHODS, DataParallel
 from sparsecl.train import checkpoint
 from sparsecl.train.build import Run
 from sparsecl.contract import LoopState
@@ -45,16 +47,24 @@ class Position:
 class Trainer:
     def __init__(self, run: Run, out_dir: Path, *, stream_out: Any = print) -> None:
         self.run = run
-        self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.print = stream_out
         cfg = run.cfg
+        # N processes (torchrun): every rank trains, rank 0 alone writes the run folder (sparsecl.distributed)
+        self.dist = current_dist()
+        self.dp = DataParallel(self.dist, run.model, run.optimizer, cfg.debug_sync) if self.dist.active else None
+        if self.dp is not None and cfg.continual.method in REFUSED_METHODS:
+            raise ValueError(f"method={cfg.continual.method} cannot train on several processes: "
+                             f"{REFUSED_METHODS[cfg.continual.method]}; run it with one process")
+        self.main = self.dist.is_main
+        self.out = Path(out_dir)
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.print = stream_out if self.main else (lambda *a, **k: None)
         self.state = LoopState(run.model, run.optimizer, run.stream, next(run.model.parameters()).device,
                                total_steps=sum(run.plan), epochs_per_task=run.epochs)
         self.sampler = EpochSampler(cfg.batch_size, run.generators["data"], cfg.drop_last)
         self.pos = Position()
-        self.log = MetricsLog(self.out / "metrics.jsonl")
-        self.progress = Progress(cfg.progress)
+        self.log = MetricsLog(self.out / "metrics.jsonl") if self.main else _NoLog()
+        self.progress = Progress(cfg.progress and self.main)
         self.acc = {"class_il": [], "task_il": []}
         self.counters = {"train_time_s": 0.0, "eval_time_s": 0.0, "examples_processed": 0, "data_examples": 0,
                          "steps": 0}
@@ -83,6 +93,12 @@ class Trainer:
                         "log_offset": self.log.offset(), "began": self._began},
         }
 
+    def replicated_state(self) -> dict[str, Any]:
+        """What every rank must hold bit-identically (``debug_sync`` compares it): the checkpoint less its
+        config and per-process metrics."""
+        state = self.checkpoint_state()
+        return {k: v for k, v in state.items() if k not in ("config", "metrics")}
+
     def load_checkpoint_state(self, ck: dict[str, Any]) -> None:
         r = self.run
         if ck["config"] != to_dict(r.cfg):
@@ -110,6 +126,8 @@ class Trainer:
         self.log.truncate(m["log_offset"])
 
     def save(self) -> None:
+        if not self.main:  # every rank holds the same state: rank 0's checkpoint is the group's
+            return
         t0 = time.perf_counter()
         path = checkpoint.save(self.checkpoint_state(), self.out)
         self.counters["checkpoint_time_s"] = self.counters.get("checkpoint_time_s", 0.0) + time.perf_counter() - t0
@@ -167,6 +185,8 @@ class Trainer:
                 self._run_epoch(task, e)
         for c in r.components:
             c.on_task_end(st, task)
+        if self.dp is not None:
+            self.dp.adopt_main(r.method)  # task-end work (exemplars, after-task fills) as rank 0 did it
         self._evaluate(t)
         self.pos = Position(task=t + 1)
         if r.cfg.checkpoint.at_task_end:
@@ -187,13 +207,15 @@ class Trainer:
         sums = torch.zeros(3, dtype=torch.float64, device=st.device)
         for idx in self.sampler:
             self._step(task, idx, sums)
-            if self._stop or (cfg.checkpoint.every and st.step % cfg.checkpoint.every == 0):
+            # N processes: stop where every rank stops (the flag is reduced with this step's gradients)
+            stop = self._stop if self.dp is None else (self.dp.stop_requested and (self._stop or "a signal to another rank"))
+            if stop or (cfg.checkpoint.every and st.step % cfg.checkpoint.every == 0):
                 self._flush(sums, t0)
                 sums.zero_()
                 t0 = _clocks()
                 self.save()
-                if self._stop:
-                    raise Interrupted(f"stopped by {self._stop} at step {st.step}; checkpoint written; resume with: "
+                if stop:
+                    raise Interrupted(f"stopped by {stop} at step {st.step}; checkpoint written; resume with: "
                                       f"sparsecl train --resume {self.out}")
         self._flush(sums, t0)
         for c in r.components:
@@ -215,25 +237,33 @@ class Trainer:
     def _step(self, task, idx: torch.Tensor, sums: torch.Tensor) -> None:  # noqa: ANN001
         r, st = self.run, self.state
         batch = r.method.make_batch(task, idx, r.generators["augment"])
+        local = batch if self.dp is None else self.dp.local(batch)  # N processes: this rank's rows
         r.lr_schedule.apply(st.epoch, (self.sampler.cursor - 1) / max(self._batches, 1))
         for p in self._params:  # optimizer.zero_grad(set_to_none=True) without its profiler wrapping
             p.grad = None
         for c in r.components:
-            c.before_forward(st, batch)
-        out = r.method.compute_loss(batch)
-        loss = check_loss(out.loss, r.model, st.step, task.id, batch.x)
+            c.before_forward(st, local)
+        out = r.method.compute_loss(local)
+        if self.dp is None:
+            loss = check_loss(out.loss, r.model, st.step, task.id, batch.x)
         for c in r.components:
-            c.before_backward(st, batch, out)
+            c.before_backward(st, local, out)
         out.loss.backward()
+        if self.dp is not None:  # gradients, counts, stop flag reduced; the global loss checked on every rank
+            loss = check_loss(self.dp.sync(out, self._stop is not None), r.model, st.step, task.id, local.x)
         for c in r.components:
-            c.after_backward(st, batch, out)
+            c.after_backward(st, local, out)
         if r.cfg.grad_clip is not None:
             r.engine.mask_grads()  # the norm of what the optimizer applies: inactive weights' gradients are 0
             torch.nn.utils.clip_grad_norm_(r.model.parameters(), r.cfg.grad_clip)
         r.engine.step()
+        if self.dp is not None:  # after_step sees the global batch and every rank's logits
+            out = self.dp.gather_out(batch, out)
         for c in r.components:
             c.after_step(st, batch, out)
         st.step += 1
+        if self.dp is not None:
+            self.dp.check(self.replicated_state(), st.step)
         st.task_step += 1
         st.task_progress = (st.epoch + self.sampler.cursor / max(self._batches, 1)) / r.epochs
         n = len(batch)
@@ -251,7 +281,11 @@ class Trainer:
     def _evaluate(self, t: int) -> None:
         r = self.run
         t0 = time.perf_counter()
-        cil, til = evaluate(r.model, r.stream, r.transform, t, r.cfg.eval_batch_size, r.method.eval_logits)
+        if self.dp is None:
+            cil, til = evaluate(r.model, r.stream, r.transform, t, r.cfg.eval_batch_size, r.method.eval_logits)
+        else:  # each rank its share of every test split, correct counts summed
+            cil, til = evaluate(r.model, self.dp.eval_stream(r.stream), r.transform, t, r.cfg.eval_batch_size,
+                                r.method.eval_logits, reduce=self.dp.eval_reduce(self.state.device))
         self.counters["eval_time_s"] += time.perf_counter() - t0
         self.acc["class_il"].append(cil)
         self.acc["task_il"].append(til)
@@ -294,11 +328,28 @@ class Trainer:
             summary["distill"] = {"teacher": r.cfg.distill.teacher, **r.distill.report()}
         if torch.cuda.is_available() and self.state.device.type == "cuda":
             summary["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        summary["distributed"] = ({"world_size": 1, "backend": "none"} if self.dp is None
+                                  else self.dp.report(self.counters, r.cfg.batch_size))
+        if not self.main:
+            return summary
         write_json(self.out / "summary.json", summary)
         if r.cfg.checkpoint.keep_model:
             torch.save(r.model.state_dict(), self.out / "final_model.pt")
         self.print(format_table(scores))
         return summary
+
+
+class _NoLog:
+    """metrics.jsonl of a rank other than 0: it writes nothing (rank 0 logs the group's figures)."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def offset(self) -> int:
+        return 0
+
+    def truncate(self, offset: int) -> None:
+        pass
 
 
 TIMING_KEYS = ("train_time_s", "eval_time_s", "wall_time_s", "train_cpu_time_s", "cpu_time_s", "peak_rss_mb",
