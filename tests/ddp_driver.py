@@ -5,7 +5,7 @@ usage: python ddp_driver.py [OPTIONS --] <train args> [--- [OPTIONS --] <train a
 OPTIONS: ``--float64`` (default dtype float64 for this command: the data transform and the model follow
 it), ``--trace DIR`` (after every step, rank r appends the fingerprints of the mask engine's masks and of
 the buffer to DIR/rank{r}.jsonl), ``--diverge N`` (rank 1 flips one mask entry after step N).
-Each command's exit code is written to the file named by env DDP_DRIVER_CODES (one per line, rank 0).
+The commands share one process group. Each command's exit code is written to the file named by env DDP_DRIVER_CODES (one per line, rank 0).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def parse(chunk: list[str]) -> tuple[dict, list[str]]:
 
 def main() -> int:
     from sparsecl import cli
+    from sparsecl.distributed import runtime
     from sparsecl.distributed.check import fingerprint
     from sparsecl.train import loop
 
@@ -40,7 +41,8 @@ def main() -> int:
         commands.append(argv[:i])
         argv = argv[i + 1:]
     commands.append(argv)
-    real_step = loop.Trainer._step
+    real_step, teardown = loop.Trainer._step, runtime.teardown
+    runtime.teardown = lambda: None  # one process group for every command (torchrun's store: one init)
     codes = []
     for chunk in commands:
         opts, args = parse(chunk)
@@ -62,6 +64,7 @@ def main() -> int:
 
         loop.Trainer._step = step
         codes.append(cli.main(["train", *args]))
+    teardown()
     if os.environ.get("DDP_DRIVER_CODES") and int(os.environ.get("RANK", "0")) == 0:
         Path(os.environ["DDP_DRIVER_CODES"]).write_text("".join(f"{c}\n" for c in codes))
     return 0

@@ -38,7 +38,7 @@ from sparsecl.distributed.runtime import Dist
 
 # Methods that cannot be made to match one process on several: what they write and why.
 REFUSED_METHODS = {
-    "xder": "its online logit transplants write the buffer from each rank's own replay forward",
+    "xder_ce": "its online logit transplants write the buffer from each rank's own replay forward",
 }
 
 
