@@ -42,7 +42,9 @@ def main() -> None:
         run = Path(d) / "run"
         cmd = [sys.executable, "-m", "sparsecl.cli", "train", "dataset=fashion-mnist", "model=mlp", "hidden=1000,1000",
                f"epochs={args.epochs}", "batch_size=128", "lr=0.05", "momentum=0.9", "sparsity.method=rigl",
-               "sparsity.density=0.1", "sparsity.distribution=erk", "threads=2", "progress=false", "--out", str(run)]
+               "sparsity.density=0.1", "sparsity.distribution=erk", "threads=2", "progress=false",
+               "sparsity.init=dense", "sparsity.lr_scaling=none",  # the published figures' settings (pre issue 21 defaults)
+               "--out", str(run)]
         subprocess.run(cmd, check=True, capture_output=True)
         import yaml
 

@@ -82,7 +82,8 @@ def end_to_end(dtype: torch.dtype, epochs: int) -> dict:
     cfg = make_config(TrainConfig, None, [
         "dataset=fashion-mnist", "model=mlp", "hidden=2048,2048", f"epochs={epochs}", "batch_size=256",
         "lr=0.05", "momentum=0.9", "device=cuda", "progress=false", "seed=0", "checkpoint.at_task_end=false",
-        "sparsity.method=rigl", "sparsity.pattern=n:m", "sparsity.density=0.5", "eval_batch_size=4096"])
+        "sparsity.method=rigl", "sparsity.pattern=n:m", "sparsity.density=0.5", "eval_batch_size=4096",
+        "sparsity.init=dense", "sparsity.lr_scaling=none"])
     run = build_run(cfg)
     with tempfile.TemporaryDirectory() as d:
         summary = Trainer(run, Path(d), stream_out=lambda *a: None).fit()

@@ -28,7 +28,10 @@ import statistics
 from common import fmt, mean_std, run_config, run_many, table, write_json
 
 BASE = ["dataset=fashion-mnist", "model=mlp", "hidden=256,256", "stream=class-il", "tasks=5", "lr=0.03",
-        "batch_size=32", "replay_batch_size=32", "buffer_size=500", "masked_head=true"]
+        "batch_size=32", "replay_batch_size=32", "buffer_size=500", "masked_head=true",
+        # the settings of the published figures (before issue 21 made init=rescale, lr_scaling=auto the defaults);
+        # rows with sparsity.init=rescale set it after BASE
+        "sparsity.init=dense", "sparsity.lr_scaling=none"]
 HOST = {"er": ["method=er"], "derpp": ["method=derpp", "alpha=0.1", "beta=0.5"]}
 
 

@@ -19,7 +19,8 @@ from common import run_config, table, write_json
 
 BASE = ["dataset=fashion-mnist", "model=resnet18", "nf=64", "stream=class-il", "tasks=5", "method=derpp",
         "alpha=0.1", "beta=0.5", "buffer_size=500", "batch_size=32", "replay_batch_size=32", "lr=0.03",
-        "masked_head=true", "device=cuda", "seed=0"]
+        "masked_head=true", "device=cuda", "seed=0",
+        "sparsity.init=dense", "sparsity.lr_scaling=none"]  # the published figures' settings (pre issue 21 defaults)
 SPARCL = ["sparsity.density=0.25", "sparcl.tdm=true", "sparcl.ddr=true", "sparcl.dgm=true", "sparcl.dgm_ratio=0.8"]
 
 

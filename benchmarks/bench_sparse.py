@@ -66,7 +66,9 @@ DENSITIES = (0.2, 0.1, 0.05)
 # The recipe of every grid run (``sparsity.*`` defaults of the library are the RigL paper's:
 # delta_t = 100, T_end = 0.75, alpha = 0.3 with cosine decay).
 RECIPE = ["optimizer=sgd", "lr=0.05", "momentum=0.9", "weight_decay=0.0001", "lr_schedule=cosine",
-          "batch_size=128", "threads=1", "eval_batch_size=1000", "sparsity.delta_t=100"]
+          "batch_size=128", "threads=1", "eval_batch_size=1000", "sparsity.delta_t=100",
+          # the settings of the published figures (before issue 21 made init=rescale, lr_scaling=auto the defaults)
+          "sparsity.init=dense", "sparsity.lr_scaling=none"]
 QUICK = {"dataset": "dataset=digits", "delta_t": "sparsity.delta_t=4"}
 _MX = re.compile(r"^(?P<base>[a-z_]+)_(?P<m>\d+)x$")
 

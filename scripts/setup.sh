@@ -14,6 +14,17 @@ if [ ! -f "$FMNIST" ]; then
   fi
 fi
 
+# Headless Chromium renders the HTML report in the tests (tests/test_report.py skips without it).
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing the Debian packages chromium and chromium-driver (report tests) ..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+      || echo "note: could not install chromium; the report's browser test will be skipped" >&2
+  else
+    echo "note: chromium not found; as root run: apt-get install chromium chromium-driver (report browser test)" >&2
+  fi
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

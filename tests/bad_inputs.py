@@ -35,11 +35,16 @@ CASES: list[tuple[str, list[str], str]] = [
     ("lottery tickets on a task stream", ["train", *D, "tasks=5", "sparsity.method=lth", "sparsity.density=0.2"], r"sparsity.method=lth needs tasks=1"),
     ("unknown execution path", ["train", *D, "sparsity.execution=fast"], r"sparsity.execution='fast' is not valid; choose one of: auto, csr, masked"),
     ("unknown sparse initialisation", ["train", *D, "sparsity.init=zero"], r"sparsity.init='zero' is not valid; choose one of: dense, rescale"),
+    ("a section given a value", ["train", *D, "sparsity=rigl"], r"unknown config key 'sparsity' \(did you mean sparsity.method=rigl\?\); `sparsecl train --keys` lists every key"),
+    ("a method name spelt as in the paper", ["train", *D, "method=der++"], r"unknown continual method 'der\+\+'.*\(did you mean derpp\?\)"),
+    ("an integer beyond int64", ["train", *D, "epochs=100000000000000000000"], r"epochs: '100000000000000000000' is out of range"),
+    ("a learning rate of inf", ["train", *D, "lr=inf"], r"lr: 'inf' is not a finite number"),
+    ("Task-IL with a method without a masked head", ["train", *D, "stream=task-il", "tasks=2", "method=icarl", "buffer_size=20"], r"stream=task-il trains with a task-masked head, which method icarl does not have"),
     ("distillation teacher missing", ["train", *D, "distill.teacher=/nonexistent/teacher"], r"no run folder or exported model at /nonexistent/teacher"),
     ("distillation temperature 0", ["train", *D, "distill.temperature=0"], r"temperature must be a finite number > 0"),
     ("missing config file", ["train", "--config", "/nonexistent/run.yaml"], r"config file /nonexistent/run.yaml does not exist"),
     ("dataset files missing", ["train", "dataset=mnist", "data_dir=/nonexistent", "download=false", "progress=false"], r"mnist.*not found"),
-    ("resume without a checkpoint", ["train", "--resume", "/nonexistent/run"], r"no checkpoint in /nonexistent/run"),
+    ("resume of a folder that does not exist", ["train", "--resume", "/nonexistent/run"], r"no run folder at /nonexistent/run"),
     ("resume with overrides", ["train", "--resume", "/nonexistent/run", "lr=0.1"], r"--resume takes the run's own config"),
     ("export of a folder that is no run", ["export", "/nonexistent/run"], r"/nonexistent/run is not a run folder"),
     ("eval of a missing file", ["eval", "/nonexistent/model.spcl"], r"no run folder or exported model at /nonexistent/model.spcl"),
@@ -47,4 +52,167 @@ CASES: list[tuple[str, list[str], str]] = [
      r"--quantize runs on CPU in float32, without --kernels"),
     ("eval with 2:4 kernels on CPU", ["eval", "/nonexistent/run", "--kernels", "semi-structured"],
      r"2:4 semi-structured needs --device cuda"),
+]
+CASES += [
+    ("density that leaves a layer empty", ["train", *D, "sparsity.method=rigl", "sparsity.density=1e-9",
+                                           "sparsity.distribution=erk"],
+     r"sparsity.density=1e-09 leaves layer \S+ with no active weight .* the smallest density .* is \d"),
+    ("negative checkpoint interval", ["train", *D, "checkpoint.minutes=-1"], r"checkpoint.minutes must be a number >= 0"),
+]
+
+
+# Bad files: each builder makes the damaged or hostile file under a fresh folder and returns the arguments.
+_HELD: list = []  # locks held on behalf of "another run"
+
+
+def _trained_run(tmp) -> "Path":  # noqa: ANN001
+    from pathlib import Path
+
+    from sparsecl import cli
+
+    run = Path(tmp) / "trained"
+    if not (run / "final_model.pt").exists():
+        assert cli.main(["train", *D, "model=mlp", "hidden=16", "epochs=1", "batch_size=256",
+                         "checkpoint.at_task_end=true", "--out", str(run)]) == 0
+    return run
+
+
+def _copy_run(tmp, name):  # noqa: ANN001, ANN202
+    import shutil
+    from pathlib import Path
+
+    dst = Path(tmp) / name
+    shutil.copytree(_trained_run(tmp), dst)
+    return dst
+
+
+def _malicious_checkpoint(tmp):  # noqa: ANN001, ANN202
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {tmp}/pwned",))
+
+    run = _copy_run(tmp, "hostile")
+    (run / "summary.json").unlink()
+    torch.save({"format_version": 1, "x": Payload()}, run / "ckpt.pt")
+    (run / "ckpt.prev.pt").unlink(missing_ok=True)
+    return ["train", "--resume", str(run)]
+
+
+def _flipped_checkpoint(tmp):  # noqa: ANN001, ANN202
+    run = _copy_run(tmp, "flipped")
+    (run / "summary.json").unlink()
+    (run / "ckpt.prev.pt").unlink(missing_ok=True)
+    data = bytearray((run / "ckpt.pt").read_bytes())
+    data[len(data) // 2] ^= 0x10
+    (run / "ckpt.pt").write_bytes(bytes(data))
+    return ["train", "--resume", str(run)]
+
+
+def _foreign_folder(tmp):  # noqa: ANN001, ANN202
+    from pathlib import Path
+
+    d = Path(tmp) / "photos"
+    d.mkdir()
+    (d / "holiday.jpg").write_bytes(b"\xff\xd8")
+    return ["train", *D, "--out", str(d), "--overwrite"]
+
+
+def _locked_folder(tmp):  # noqa: ANN001, ANN202
+    from pathlib import Path
+
+    from sparsecl.train.runfolder import open_new
+
+    d = Path(tmp) / "busy"
+    _HELD.append(open_new(d, overwrite=False, note=lambda s: None))  # "another run" holds it
+    return ["train", *D, "--out", str(d), "--overwrite"]
+
+
+def _no_checkpoint_yet(tmp):  # noqa: ANN001, ANN202
+    from pathlib import Path
+
+    from sparsecl.train.runfolder import open_new
+
+    d = Path(tmp) / "early"
+    open_new(d, overwrite=False, note=lambda s: None).release()
+    return ["train", "--resume", str(d)]
+
+
+def _export(tmp, name, mutate):  # noqa: ANN001, ANN202
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from sparsecl import cli
+    from sparsecl.export.format import _PREAMBLE
+
+    run = _trained_run(tmp)
+    f = Path(tmp) / f"{name}.spcl"
+    assert cli.main(["export", str(run), "--output", str(f)]) == 0
+    data = f.read_bytes()
+    magic, version, hlen, _ = _PREAMBLE.unpack_from(data)
+    header = json.loads(data[_PREAMBLE.size:_PREAMBLE.size + hlen])
+    mutate(header)
+    raw = json.dumps(header).encode()
+    f.write_bytes(_PREAMBLE.pack(magic, version, len(raw), hashlib.sha256(raw).digest()) + raw
+                  + data[_PREAMBLE.size + hlen:])
+    return ["eval", str(f)]
+
+
+def _huge_export(tmp):  # noqa: ANN001, ANN202
+    def mutate(h):  # noqa: ANN001, ANN202
+        rec = h["tensors"][0]
+        rec.update(shape=[2**29], layout="indices", nnz=0, fields={"index_code": "plain32"},
+                   arrays=[["values", "float32", 0], ["indices", "uint32", 0]])
+        h["payload_bytes"] = h["payload_bytes"]  # the payload stays; its records no longer add up
+    return _export(tmp, "huge", mutate)
+
+
+def _wrong_shape_export(tmp):  # noqa: ANN001, ANN202
+    return _export(tmp, "shape", lambda h: h["meta"]["config"].update(hidden=[17]))
+
+
+def _truncated_final_model(tmp):  # noqa: ANN001, ANN202
+    run = _copy_run(tmp, "cut")
+    p = run / "final_model.pt"
+    p.write_bytes(p.read_bytes()[:1000])
+    return ["export", str(run)]
+
+
+def _partial_data_dir(tmp):  # noqa: ANN001, ANN202
+    from pathlib import Path
+
+    from datafiles import write_idx_dataset
+
+    d = Path(tmp) / "fm-partial"
+    write_idx_dataset(d)
+    (d / "t10k-labels-idx1-ubyte.gz").unlink()
+    return ["train", "dataset=fashion-mnist", f"data_dir={d}", "progress=false", "--out", f"{tmp}/r-partial"]
+
+
+def _unpublished_data(tmp):  # noqa: ANN001, ANN202
+    from pathlib import Path
+
+    from datafiles import write_idx_dataset
+
+    d = Path(tmp) / "fm-other"
+    write_idx_dataset(d)
+    return ["train", "dataset=fashion-mnist", f"data_dir={d}", "progress=false", "--out", f"{tmp}/r-other"]
+
+
+FILE_CASES = [
+    ("malicious pickle in ckpt.pt (must not run)", _malicious_checkpoint, r"ckpt.pt: refused: UnpicklingError"),
+    ("a flipped bit in the only checkpoint", _flipped_checkpoint, r"ckpt.pt: damaged"),
+    ("--overwrite on a folder that is not a run", _foreign_folder, r"holds no sparsecl run"),
+    ("a second run on a folder in use", _locked_folder, r"is in use by pid \d+"),
+    ("--resume of a run stopped before its first checkpoint", _no_checkpoint_yet,
+     r"has no checkpoint yet .* --overwrite"),
+    ("export of a few KB declaring a [2^29] tensor", _huge_export, r"refusing to allocate"),
+    ("export whose weights do not fit its config", _wrong_shape_export, r"do not belong to the model of their config"),
+    ("truncated final_model.pt", _truncated_final_model, r"final_model.pt: damaged or not a torch file"),
+    ("data_dir missing one file", _partial_data_dir, r"t10k-labels-idx1-ubyte.gz: missing file: .* holds part of fashion-mnist"),
+    ("data file that is not the published one", _unpublished_data, r"checksum mismatch.*not the published one"),
 ]

@@ -1,7 +1,8 @@
 """Run ``sparsecl train`` in this process and SIGKILL it at a chosen point (fault-injection tests).
 
 usage: python fault_driver.py KILL -- <sparsecl train arguments>
-KILL: ``none`` | ``step:N`` (after optimizer step N) | ``term:N`` (SIGTERM after step N) | ``ckpt:N`` (halfway through writing the N-th
+KILL: comma-separated; ``clock:S`` (the trainer's clock reads S seconds per optimizer step, for
+time-based checkpoints) and one of ``none`` | ``step:N`` (after optimizer step N) | ``term:N`` (SIGTERM after step N) | ``ckpt:N`` (halfway through writing the N-th
 checkpoint file, the temporary file half written) | ``task:T`` (right after task T's evaluation, before
 its checkpoint).
 """
@@ -18,10 +19,21 @@ def die() -> None:
 
 
 def main() -> int:
-    kill, rest = sys.argv[1], sys.argv[sys.argv.index("--") + 1:]
+    specs, rest = sys.argv[1].split(","), sys.argv[sys.argv.index("--") + 1:]
     from sparsecl import cli
     from sparsecl.train import checkpoint, loop
 
+    if specs[0].startswith("clock:"):
+        per_step = float(specs.pop(0).partition(":")[2])
+        real_init = loop.Trainer.__init__
+
+        def init(self, *a, **kw):
+            real_init(self, *a, **kw)
+            self._clock = lambda: self.state.step * per_step
+            self._last_save = self._clock()
+
+        loop.Trainer.__init__ = init
+    kill = specs[0]
     kind, _, arg = kill.partition(":")
     n = int(arg) if arg else 0
     if kind in ("step", "term"):

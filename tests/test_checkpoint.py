@@ -30,7 +30,7 @@ def test_all_corrupt_is_a_clear_error(tmp_path):
     (tmp_path / checkpoint.NAME).write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match=f"cannot resume from {tmp_path}: ckpt.pt"):
         checkpoint.load(tmp_path)
-    with pytest.raises(CheckpointError, match="no checkpoint in"):
+    with pytest.raises(CheckpointError, match="has no checkpoint yet .* --overwrite"):
         checkpoint.load(tmp_path / "empty")
 
 
@@ -39,7 +39,7 @@ def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
     real_open = open
 
     def failing_open(path, mode="r", *a, **kw):
-        if "w" in mode and str(path).endswith(".tmp"):
+        if "x" in mode and str(path).endswith(".tmp"):
             f = real_open(path, mode, *a, **kw)
 
             class Full:
@@ -61,3 +61,37 @@ def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert checkpoint.load(tmp_path)["a"] == 1
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+class _Payload:
+    """Unpickling this calls ``os.system``: what a malicious ckpt.pt would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_in_checkpoint_does_not_execute(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"format_version": checkpoint.FORMAT_VERSION, "x": _Payload(marker)}, tmp_path / checkpoint.NAME)
+    with pytest.raises(CheckpointError, match="refused"):
+        checkpoint.load(tmp_path)
+    assert not marker.exists()
+
+
+def test_a_flipped_bit_is_detected_and_the_previous_checkpoint_used_with_a_note(tmp_path):
+    checkpoint.save({"w": torch.zeros(1000)}, tmp_path)
+    checkpoint.save({"w": torch.ones(1000)}, tmp_path)
+    data = bytearray((tmp_path / checkpoint.NAME).read_bytes())
+    pos = bytes(data).find(torch.ones(1000).numpy().tobytes())
+    assert pos > 0
+    data[pos + 100] ^= 0x04  # one bit of one float of the tensor's record
+    (tmp_path / checkpoint.NAME).write_bytes(bytes(data))
+    notes = []
+    state = checkpoint.load(tmp_path, note=notes.append)
+    assert torch.equal(state["w"], torch.zeros(1000))
+    assert len(notes) == 1 and "CRC-32" in notes[0] and "ckpt.prev.pt" in notes[0]

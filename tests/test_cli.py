@@ -58,12 +58,12 @@ def test_export_and_eval_round_trip(tmp_path, capsys):
     exported = tmp_path / "m.spcl"
     assert cli.main(["export", str(out), "--format", "indices", "--values", "fp32", "--output", str(exported)]) == 0
     assert "smaller than the dense torch.save" in capsys.readouterr().out
-    assert cli.main(["eval", str(exported)]) == 0
+    assert cli.main(["eval", str(exported), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["avg_class_il"] == pytest.approx(acc, abs=1e-9)  # fp32 export reloads bit-exactly
     assert cli.main(["export", str(out), "--values", "int8", "--output", str(tmp_path / "q.spcl")]) == 0
     capsys.readouterr()
-    assert cli.main(["eval", str(tmp_path / "q.spcl")]) == 0
+    assert cli.main(["eval", str(tmp_path / "q.spcl"), "--json"]) == 0
     assert abs(json.loads(capsys.readouterr().out)["avg_class_il"] - acc) < 3.0
 
 
@@ -143,13 +143,17 @@ def test_compare_folds_the_seeds_of_a_setting_into_mean_and_std(tmp_path, capsys
     capsys.readouterr()
     assert cli.main(["compare", *map(str, runs)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4 and lines[2].split()[:2] == ["dense0", "2"] and lines[3].split()[:2] == ["sparse0", "2"]
+    # rows named by the settings that differ between them, seeds folded
+    assert len(lines) == 4 and lines[2].split()[:3] == ["sparsity.density=1.0", "sparsity.method=dense", "2"]
+    assert lines[3].split()[:3] == ["sparsity.density=0.2", "sparsity.method=static", "2"]
     acc = [summary(r)["final_avg_acc"]["class_il"] for r in runs]
     mean, std = statistics.fmean(acc[2:]), statistics.stdev(acc[2:])
     assert f"{mean:.2f} ± {std:.2f}" in lines[3]
     flops = [summary(r)["flops"]["train"] for r in runs]
     fewer = statistics.fmean(flops[:2]) / statistics.fmean(flops[2:])
-    assert f"{fewer:.1f}x" in lines[3] and "1.0x" in lines[2]
+    assert f"{fewer:.1f}x fewer" in lines[3] and "1.0x" in lines[2]
+    assert cli.main(["compare", *map(str, runs[2:]), *map(str, runs[:2])]) == 0  # sparse first: dense costs more
+    assert f"{fewer:.1f}x more" in capsys.readouterr().out.splitlines()[3]
     assert cli.main(["compare", "--each", *map(str, runs)]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 6
     assert cli.main(["compare", str(tmp_path / "nothing")]) == 2

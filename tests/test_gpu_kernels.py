@@ -105,13 +105,13 @@ def test_eval_runs_the_sparse_layers_on_csr_kernels(tmp_path, capsys):
                      "progress=false", "seed=0", "sparsity.method=static", "sparsity.density=0.1",
                      "--out", str(out)]) == 0
     capsys.readouterr()
-    assert cli.main(["eval", str(out)]) == 0
+    assert cli.main(["eval", str(out), "--json"]) == 0
     dense = json.loads(capsys.readouterr().out)
-    assert cli.main(["eval", str(out), "--kernels", "csr"]) == 0
+    assert cli.main(["eval", str(out), "--kernels", "csr", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert set(got["kernels"].values()) == {"csr"} and len(got["kernels"]) == 3  # CPU: the native CSR modules
     assert got["avg_class_il"] == pytest.approx(dense["avg_class_il"], abs=0.2)  # same model, other kernels
-    assert cli.main(["eval", str(out), "--kernels", "auto"]) == 0
+    assert cli.main(["eval", str(out), "--kernels", "auto", "--json"]) == 0
     auto = json.loads(capsys.readouterr().out)["kernels"]
     # the cost model: the 64 -> 1024 layer pays at batch 1000, the small ones and the dense classifier do not
     assert auto == {"hidden.0": "csr", "hidden.1": "masked", "classifier": "masked"}

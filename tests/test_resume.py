@@ -7,6 +7,7 @@ uninterrupted run's, apart from timings.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -61,6 +62,25 @@ def test_sigkill_then_resume_is_identical(kill, reference, tmp_path):
     got = comparable(out)
     assert got[0] == reference[0]
     assert got[1] == reference[1]
+
+
+def test_time_based_checkpoints_make_a_first_task_resumable_with_the_same_result(reference, tmp_path):
+    """No step-count checkpoints and no task-end checkpoint before the kill: only the wall-clock ones
+    (a fake clock of 20 s per step, checkpoint.minutes=1 -> every 3 steps). Killed at step 20 of the first
+    task, resumed, the result equals the reference run that checkpointed at other steps."""
+    out = tmp_path / "run"
+    timed = [a for a in ARGS if not a.startswith("checkpoint.every")] + ["checkpoint.minutes=1"]
+    p = run("clock:20,step:20", out, *timed)
+    assert p.returncode == -signal.SIGKILL, (p.returncode, p.stderr)
+    import torch
+
+    assert torch.load(out / "ckpt.pt", weights_only=True)["loop"]["step"] == 18
+    p = run("none", out, "--resume", str(out))
+    assert p.returncode == 0, p.stderr
+    (s, lines), (ref_s, ref_lines) = comparable(out), copy.deepcopy(reference)
+    for summary in (s, ref_s):
+        summary["config"]["checkpoint"] = None
+    assert (s, lines) == (ref_s, ref_lines)
 
 
 def test_resume_of_unchanged_kill_twice(reference, tmp_path):

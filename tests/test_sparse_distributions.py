@@ -90,3 +90,22 @@ def test_global_ranks_across_layers():
 def test_unknown_distribution_lists_valid_names():
     with pytest.raises(UnknownNameError, match="valid: custom, er, erk, global, uniform"):
         DISTRIBUTIONS.get("erdos")
+
+
+def test_a_density_that_empties_a_layer_is_refused_with_the_smallest_valid_one():
+    from types import SimpleNamespace
+
+    from sparsecl.sparse.distributions import refuse_empty_layers
+
+    erk = DISTRIBUTIONS.get("erk")
+    specs = [spec("a", 10, 10), spec("b", 2, 10)]  # 100 and 20 weights
+    assert erk(specs, 0.005) == [1, 0]
+    cfg = SimpleNamespace(distribution="erk", density=0.005, custom_densities=None)
+    with pytest.raises(ValueError, match=r"sparsity.density=0.005 leaves layer b.weight with no active weight "
+                                         r"under the erk distribution; the smallest .* is 0.00\d+$") as e:
+        refuse_empty_layers(specs, erk(specs, 0.005), cfg)
+    smallest = float(str(e.value).rsplit(" ", 1)[1])
+    assert erk(specs, smallest)[1] == 1                 # the value named really is valid ...
+    assert erk(specs, smallest * 0.99)[1] == 0          # ... and (to 3 digits) the smallest
+    refuse_empty_layers(specs, erk(specs, smallest), SimpleNamespace(distribution="erk", density=smallest,
+                                                                     custom_densities=None))

@@ -414,7 +414,8 @@ def test_dense_init_keeps_survivors_as_initialised():
     model = nn.Sequential(nn.Linear(6, 5))
     w0 = model[0].weight.detach().clone()
     engine = MaskEngine(model, torch.optim.SGD(model.parameters(), lr=0.1),
-                        SparsityConfig(method="static", density=0.4), 10, torch.Generator().manual_seed(0))
+                        SparsityConfig(method="static", density=0.4, init="dense"), 10,
+                        torch.Generator().manual_seed(0))
     engine.begin()
     mask = engine.masks["0.weight"]
     assert torch.equal(model[0].weight.detach()[mask], w0[mask])

@@ -106,7 +106,8 @@ def test_snip_mask_is_top_k_of_g_times_w():
     reference = copy.deepcopy(model)
     weights = [m.weight for m in reference if isinstance(m, nn.Linear)]
     grads = torch.autograd.grad(loss_on(reference, "linear", -1), weights)
-    engine = engine_for(model, torch.optim.SGD(model.parameters(), lr=0.1), 10, method="snip", density=0.3)
+    engine = engine_for(model, torch.optim.SGD(model.parameters(), lr=0.1), 10, method="snip", density=0.3,
+                        init="dense")
     engine.begin(lambda: loss_on(model, "linear", -1))
     for layer, w, g in zip(engine.layers, weights, grads, strict=True):
         score = (g * w).abs().flatten()

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
 from sparsecl import __version__
 
 EPILOG_TRAIN = """\
-Config keys are given as key=value after the options; a bare key resolves to the one section that has
-it (buffer_size -> continual.buffer_size); sections: sparsity.*, sparcl.*, checkpoint.*.
+Config keys are given as key=value anywhere on the line (before or after the options); a bare key resolves
+to the one section that has it (buffer_size -> continual.buffer_size); sections: sparsity.*, continual.*,
+sparcl.*, checkpoint.*, distill.*. `--check` prints the resolved config without training.
 Examples:
   sparsecl train dataset=fashion-mnist model=mlp epochs=1 batch_size=128 seed=0 --out runs/first
   sparsecl train stream=class-il tasks=5 method=derpp buffer_size=500 alpha=0.1 beta=0.5 lr=0.03 \\
@@ -32,81 +32,114 @@ def _keys_help() -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from sparsecl.config import TrainConfig
-    from sparsecl.configtools import ConfigError, load_file, make_config
-    from sparsecl.train import checkpoint
+    from sparsecl.configtools import ConfigError, load_file, make_config, to_dict
+    from sparsecl.distributed import launch, runtime
+    from sparsecl.train import runfolder
 
     if args.keys:
         print(_keys_help())
         return 0
-    from sparsecl.distributed import launch, runtime
+    if args.report:  # fail before training when the report could not be drawn
+        from sparsecl.loggers.base import require
 
+        require("matplotlib", "report", "train --report")
+    cfg = None
     if args.resume:
-        if args.overrides or args.config:
-            raise ConfigError("--resume takes the run's own config; give no config file or key=value overrides")
+        if args.overrides or args.config or args.check:
+            raise ConfigError("--resume takes the run's own config; give no config file, key=value overrides or --check")
         out = Path(args.resume)
-        ck = checkpoint.load(out)
-        cfg = make_config(TrainConfig, ck["config"])
+        nproc, device = launch.run_settings(out)
     else:
         cfg = make_config(TrainConfig, load_file(args.config) if args.config else None, args.overrides)
+        if args.check:
+            import yaml
+
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            return 0
         out = Path(args.out) if args.out else Path("runs") / _default_name(cfg)
-    if launch.should_spawn(cfg.nproc):
-        if not args.resume:
-            _prepare_out(out, args.overwrite)  # refuse a non-empty folder here, before any worker starts
-        return launch.spawn(cfg.nproc, launch.child_argv(args.argv, str(out)))
-    dist = runtime.init(cfg.device)
+        nproc, device = cfg.nproc, cfg.device
+    if launch.should_spawn(nproc):  # nproc=N: torchrun's launcher in this process, N workers
+        if cfg is not None:
+            runfolder.check_new(out, args.overwrite)  # fail before any worker starts
+        return launch.spawn(nproc, launch.child_argv(args.argv, str(out)))
+    dist = runtime.init(device)
     try:
-        launch.check_world(cfg.nproc, dist)
-        return _train(args, cfg, out, ck if args.resume else None, dist)
+        return _train(args, cfg, Path(dist.broadcast_object(str(out))), dist)  # a default name holds the time
     finally:
         runtime.teardown()
 
 
-def _train(args: argparse.Namespace, cfg, out: Path, ck, dist) -> int:  # noqa: ANN001
-    from sparsecl.configtools import to_dict
+def _train(args: argparse.Namespace, cfg, out: Path, dist) -> int:  # noqa: ANN001 - TrainConfig | None, Dist
+    """Train (or resume) in this process; under several processes rank 0 alone locks and writes ``out``."""
+    import contextlib
+
+    from sparsecl.config import TrainConfig
+    from sparsecl.configtools import make_config, to_dict
+    from sparsecl.distributed import launch
+    from sparsecl.fileio import atomic_write
+    from sparsecl.train import checkpoint, runfolder
     from sparsecl.train.build import build_run
     from sparsecl.train.loop import Interrupted, Trainer
 
-    say = print if dist.is_main else (lambda *a, **k: None)
-    out = Path(dist.broadcast_object(str(out)))  # a default name holds the time: rank 0's
-    if ck is not None:
+    main = dist.is_main
+    say = print if main else _silent
+    note = _note if main else _silent
+    if cfg is not None:
+        launch.check_world(cfg.nproc, dist)
+        if main:
+            runfolder.check_new(out, args.overwrite)  # fail before the data is loaded
         run = build_run(cfg)
-        trainer = Trainer(run, out)
-        trainer.load_checkpoint_state(ck)
-        say(f"resuming {out} at task {trainer.pos.task + 1}, epoch {trainer.pos.epoch + 1}, step {trainer.state.step}")
+        lock = runfolder.open_new(out, args.overwrite, note=note) if main else contextlib.nullcontext()
     else:
-        if dist.is_main:
-            _prepare_out(out, args.overwrite)
-        dist.barrier()
-        run = build_run(cfg)
-        import yaml
+        lock = runfolder.open_existing(out, note=note) if main else contextlib.nullcontext()
+    dist.barrier()
+    with lock:
+        if args.resume:
+            ck = checkpoint.load(out, note=note)
+            cfg = make_config(TrainConfig, ck["config"])
+            launch.check_world(cfg.nproc, dist)
+            done = int(ck["position"]["task"])
+            if done >= cfg.tasks:
+                say(f"{out} is finished ({done} of {cfg.tasks} tasks trained); its results are in "
+                    f"{out}/summary.json. Nothing to resume; to train it again, start it with --overwrite")
+                return 0
+            run = build_run(cfg)
+            trainer = Trainer(run, out)
+            trainer.load_checkpoint_state(ck)
+            say(f"resuming {out} at task {trainer.pos.task + 1}, epoch {trainer.pos.epoch + 1}, step "
+                f"{trainer.state.step} (of {cfg.tasks} tasks)")
+        else:
+            import yaml
 
-        if dist.is_main:
-            (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        trainer = Trainer(run, out)
-    try:
-        trainer.fit()
-    except Interrupted as e:
-        if dist.is_main:
-            print(str(e), file=sys.stderr)
-        return 130
+            if main:
+                atomic_write(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            trainer = Trainer(run, out)
+        try:
+            trainer.fit()
+        except Interrupted as e:
+            if main:
+                print(str(e), file=sys.stderr)
+            return 130
     say(f"results in {out}/ (summary.json, metrics.jsonl, config.yaml)")
+    if args.report and main:
+        from sparsecl.report import report
+
+        print(f"report: {report([out], out / 'report')[0]}")
     return 0
+
+
+def _silent(*args: object, **kwargs: object) -> None:
+    pass
+
+
+def _note(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _default_name(cfg) -> str:  # noqa: ANN001
     import time
 
     return f"{cfg.dataset}-{cfg.model}-{cfg.continual.method}-{cfg.sparsity.method}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    from sparsecl.configtools import ConfigError
-
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"output folder {out} is not empty; pass --overwrite to replace it, or --resume {out} to continue it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -116,15 +149,29 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     print(f"{'dataset':<15} {'status':<40} {'train':>7} {'test':>7}  path")
     for r in rows:
         print(f"{r['name']:<15} {r['status']:<40} {r.get('train') or '-':>7} {r.get('test') or '-':>7}  {r.get('path') or '-'}")
+    missing = [r for r in rows if r.get("how_to_get")]
+    if missing:
+        print("\nto get a missing dataset:")
+        for r in missing:
+            print(f"  {r['name']}: {r['how_to_get']}")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """One table over finished runs (seeds of one setting folded into mean ± std); FLOPs relative to
-    the first row."""
-    from sparsecl.train.compare import group, read_runs, table
+    """One table over finished runs (seeds of one setting folded into mean ± std, copies of one run counted
+    once, rows named by the settings that differ); FLOPs relative to the first row."""
+    from sparsecl.train.compare import check_comparable, group, read_runs, render, same_runs
 
-    print(table(group(read_runs(args.runs), by_setting=not args.each)))
+    runs, notes = same_runs(read_runs(args.runs))
+    notes += check_comparable(runs, args.mixed)
+    for line in notes:
+        print(line, file=sys.stderr)
+    text = render(group(runs, by_setting=not args.each), args.format)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+        print(f"wrote {args.output}")
+    else:
+        print(text)
     return 0
 
 
@@ -144,10 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--config", help="YAML or TOML config file (overrides apply on top)")
     p.add_argument("--out", help="output folder (default runs/<dataset>-<model>-...)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace the sparsecl run in the output folder (other folders are never deleted)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
     p.add_argument("--keys", action="store_true", help="list every config key, its default and meaning")
+    p.add_argument("--report", action="store_true", help="write the run's report (sparsecl report) into RUN/report")
+    p.add_argument("--check", action="store_true", help="resolve and validate the config, print it as YAML, "
+                                                        "and exit without training")
     p.set_defaults(func=cmd_train)
+    train_parser = p
 
     p = sub.add_parser("datasets", help="list the datasets found locally and verify their files")
     p.add_argument("--root", help="also look in this folder")
@@ -157,13 +208,31 @@ def main(argv: list[str] | None = None) -> int:
                                        "relative to the first)")
     p.add_argument("runs", nargs="+", help="run folders; the first one's setting is the baseline")
     p.add_argument("--each", action="store_true", help="one row per run instead of one per setting")
+    p.add_argument("--format", choices=("table", "markdown", "csv"), default="table", help="output format")
+    p.add_argument("--output", help="write the table to this file instead of printing it")
+    p.add_argument("--mixed", action="store_true", help="compare runs on different datasets or models "
+                                                        "(a warning instead of an error)")
     p.set_defaults(func=cmd_compare)
 
     from sparsecl.export.cli import add_export_commands
 
     add_export_commands(sub)
+    from sparsecl.report.cli import add_report_command
+    from sparsecl.sweep.cli import add_sweep_command
 
-    args = parser.parse_args(argv)
+    add_report_command(sub)
+    add_sweep_command(sub)
+
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train":
+        # key=value anywhere on the line: argparse stops taking positionals once an option came after them
+        args.overrides += [a for a in extra if "=" in a and not a.startswith("-")]
+        extra = [a for a in extra if "=" not in a or a.startswith("-")]
+        if extra:
+            train_parser.error(f"unrecognized arguments: {' '.join(extra)} (config keys are key=value; "
+                               "`sparsecl train --keys` lists them)")
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what ``nproc=N`` hands to its workers
     return _run(args)
 

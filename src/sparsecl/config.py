@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from sparsecl.configtools import choices, helpfield
 from sparsecl.continual.config import ContinualConfig
 from sparsecl.continual.methods import CL_METHODS
+from sparsecl.continual.methods.penalty import AnchoredPenalty
+from sparsecl.loggers import LOGGERS
 from sparsecl.sparcl.config import SparclConfig
 from sparsecl.sparse.config import SparsityConfig
 from sparsecl.sparse.methods import SPARSE_METHODS, SparseMethod
@@ -30,12 +32,16 @@ class CheckpointConfig:
     """When to write crash-safe checkpoints (see sparsecl.train.checkpoint)."""
 
     every: int = helpfield("also checkpoint every N optimizer steps (0: only at task ends)", default=0)
+    minutes: float = helpfield("also checkpoint after this many minutes of wall time since the last one, so a "
+                               "long first task is resumable (0: off)", default=5.0)
     at_task_end: bool = helpfield("checkpoint after every task's evaluation", default=True)
     keep_model: bool = helpfield("write final_model.pt (the trained weights) into the run folder", default=True)
 
     def __post_init__(self) -> None:
         if self.every < 0:
             raise ValueError(f"checkpoint.every must be >= 0, got {self.every}")
+        if not (isinstance(self.minutes, (int, float)) and 0 <= self.minutes < float("inf")):
+            raise ValueError(f"checkpoint.minutes must be a number >= 0, got {self.minutes}")
 
 
 @dataclass
@@ -47,8 +53,12 @@ class TrainConfig:
     # data
     dataset: str = helpfield("dataset name (sparsecl datasets lists them)", default="fashion-mnist")
     data_dir: str | None = helpfield("directory holding the dataset files (else SPARSECL_DATA, cache, system)", default=None)
+    verify_data: bool = helpfield("check the dataset files against their published checksums (false: your own "
+                                  "copy in the same format, e.g. a subset)", default=True)
     download: bool | None = helpfield("download when not found locally (none: try when online)", default=None)
-    stream: str = helpfield("class-il | task-il | permuted | rotated", default="class-il")
+    stream: str = helpfield("class-il (one head, no task id) | task-il (trained with a task-masked head, "
+                            "evaluated with the task id) | permuted | rotated (Domain-IL: every task has every class)",
+                            default="class-il")
     tasks: int = helpfield("number of tasks (1: ordinary training)", default=1)
     class_order: tuple[int, ...] | None = helpfield("class order for the split, e.g. 3,1,0,2,... (default natural)", default=None)
     validation: float = helpfield("fraction of each class's training examples held out and evaluated on INSTEAD of "
@@ -71,12 +81,15 @@ class TrainConfig:
     lr_step_epochs: tuple[int, ...] = helpfield("epochs (within a task) where the step schedule multiplies lr by lr_gamma", default=())
     lr_gamma: float = helpfield("step schedule factor", default=0.1)
     epochs: int = helpfield("epochs per task", default=1)
-    batch_size: int = helpfield("minibatch size", default=128)
+    batch_size: int = helpfield("minibatch size (32 as in mammoth/SparCL: enough steps per epoch on small "
+                                "sets, and sparse layers learn within 2 points of dense, benchmarks/RESULTS.md)",
+                                default=32)
     drop_last: bool = helpfield("drop the last partial batch of an epoch", default=False)
     grad_clip: float | None = helpfield("clip the gradient norm to this value (none: off); sparse layers: norm of the active weights' gradients", default=None)
     # run
     seed: int = helpfield("seed of every generator of the run", default=0)
-    device: str = helpfield("cpu | cuda | auto", default="cpu")
+    device: str = helpfield("auto (cuda when a GPU is available, else cpu; the resolved device is what the run "
+                            "records) | cpu | cuda", default="auto")
     threads: int | None = helpfield("torch intra-op threads (none: leave as is)", default=None)
     malloc_reuse: bool = helpfield("keep freed memory for the next step's tensors (glibc: no page faults on "
                                    "fresh pages every step; process-wide, see sparsecl.train.memory)", default=True)
@@ -86,6 +99,8 @@ class TrainConfig:
                                   "launched; under torchrun leave it unset); batch_size stays the global batch", default=None)
     debug_sync: bool = helpfield("several processes: compare masks, weights, buffer and every component's state "
                                  "across ranks after every step; stop on the first difference", default=False)
+    log: tuple[str, ...] = helpfield("loggers beside metrics.jsonl, comma-separated: csv, tensorboard, wandb "
+                                     "(sparsecl.loggers)", default=())
     # sections
     continual: ContinualConfig = field(default_factory=ContinualConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
@@ -98,6 +113,10 @@ class TrainConfig:
         choices("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         choices("augment", self.augment, AUGMENTS)
         choices("device", self.device, DEVICES)
+        if self.device == "auto":
+            import torch  # resolved here, so config.yaml and summary.json record the device the run used
+
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
         positive = {"tasks": self.tasks, "epochs": self.epochs, "batch_size": self.batch_size,
                     "eval_batch_size": self.eval_batch_size, "nf": self.nf, "width": self.width}
         for name, v in positive.items():
@@ -127,8 +146,28 @@ class TrainConfig:
             raise ValueError(f"lr_step_epochs must lie inside (0, epochs={self.epochs}), got {list(self.lr_step_epochs)}")
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        for name in self.log:
+            LOGGERS.get(name)  # unknown names fail here, listing the valid ones
+        if len(set(self.log)) != len(self.log):
+            raise ValueError(f"log names a logger twice: {','.join(self.log)}")
+        self._resolve_scenario()
         self._resolve_sparsity()
         self._resolve_sparcl()
+
+    def _resolve_scenario(self) -> None:
+        """Task-IL trains as it is tested: the current task's loss over its own classes only (the masked
+        head, ``continual.masked_head``; van de Ven & Tolias 2019, "Three scenarios for continual
+        learning": the task id is given in training and at test). Class-IL and Domain-IL leave it off."""
+        cl = self.continual
+        if self.stream != "task-il":
+            return
+        if "masked_head" not in CL_METHODS.get(cl.method).options:
+            raise ValueError(f"stream=task-il trains with a task-masked head, which method {cl.method} does not "
+                             "have; use stream=class-il (its summary reports Task-IL accuracy as well)")
+        if cl.masked_head is False:
+            raise ValueError("stream=task-il trains with a task-masked head: leave masked_head unset (or true); "
+                             "stream=class-il trains one unmasked head and still reports Task-IL accuracy")
+        self.continual = dataclasses.replace(cl, masked_head=True)
 
     def _resolve_sparcl(self) -> None:
         """SparCL's defaults that depend on other sections, and the combinations that cannot work."""
@@ -156,6 +195,10 @@ class TrainConfig:
         """Under SparCL's TDM the mask engine holds a magnitude-pruned mask of SparCL's layers that only TDM
         changes; otherwise a density below 1 needs an explicit sparse-training method."""
         sp = self.sparsity
+        if sp.lr_scaling == "auto":
+            # sqrt; none under a quadratic anchor penalty (see MaskEngine._scale_learning_rates)
+            anchored = issubclass(CL_METHODS.get(self.continual.method), AnchoredPenalty)
+            sp = self.sparsity = dataclasses.replace(sp, lr_scaling="none" if anchored else "sqrt")
         if self.sparcl.tdm:
             if sp.density >= 1:
                 raise ValueError("sparcl.tdm needs a target sparsity: set sparsity.density below 1 (e.g. 0.1 for 90 % sparsity)")

@@ -8,8 +8,8 @@ Components never reach into the loop's locals: what they may read or change is o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import torch
 
@@ -51,7 +51,7 @@ class LoopState:
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    stream: Stream
+    stream: Stream | None  # None in a loop of your own (no component reads it)
     device: torch.device
     total_steps: int
     task: int = 0
@@ -63,7 +63,6 @@ class LoopState:
     active_idx: torch.Tensor | None = None
     task_size: int = 0  # examples in the task's full training set (what epoch fractions are relative to)
     task_progress: float = 0.0  # fraction of the current task done: (epoch + batches done / batches) / epochs
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class Component:
@@ -106,3 +105,77 @@ class Component:
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         pass
+
+
+class Pipeline(Component):
+    """Named components called in their order at every moment; their state is stored by name.
+
+    ``components``: name -> component, in calling order. ``order`` (optional): the known names in the
+    order they must run in; a pipeline whose components appear in another relative order is refused (the
+    run builder's order and its reasons: ``sparsecl.train.build.PIPELINE_ORDER``). Names outside ``order``
+    may sit anywhere.
+    """
+
+    def __init__(self, components: dict[str, Component], order: tuple[str, ...] = ()) -> None:
+        self.components = dict(components)
+        ranked = [n for n in self.components if n in order]
+        if ranked != sorted(ranked, key=order.index):
+            raise ValueError(f"components in the wrong order: {', '.join(ranked)}; they must run as "
+                             f"{', '.join(n for n in order if n in ranked)}")
+
+    def __iter__(self) -> Iterator[Component]:
+        return iter(self.components.values())
+
+    def __getitem__(self, name: str) -> Component:
+        return self.components[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.components
+
+    def names(self) -> list[str]:
+        return list(self.components)
+
+    def on_task_start(self, state: LoopState, task: Task) -> None:
+        for c in self:
+            c.on_task_start(state, task)
+
+    def on_epoch_start(self, state: LoopState, task: Task) -> None:
+        for c in self:
+            c.on_epoch_start(state, task)
+
+    def before_forward(self, state: LoopState, batch: Batch) -> None:
+        for c in self:
+            c.before_forward(state, batch)
+
+    def needs_dense_grad(self, state: LoopState) -> bool:
+        return any(c.needs_dense_grad(state) for c in self)
+
+    def before_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
+        for c in self:
+            c.before_backward(state, batch, out)
+
+    def after_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
+        for c in self:
+            c.after_backward(state, batch, out)
+
+    def after_step(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
+        for c in self:
+            c.after_step(state, batch, out)
+
+    def on_epoch_end(self, state: LoopState, task: Task) -> None:
+        for c in self:
+            c.on_epoch_end(state, task)
+
+    def on_task_end(self, state: LoopState, task: Task) -> None:
+        for c in self:
+            c.on_task_end(state, task)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: c.state_dict() for name, c in self.components.items()}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        if set(sd) != set(self.components):
+            raise ValueError(f"component state for {', '.join(sd) or '(none)'} does not match this pipeline's "
+                             f"components {', '.join(self.components) or '(none)'}")
+        for name, c in self.components.items():
+            c.load_state_dict(sd[name])

@@ -224,13 +224,14 @@ class Buffer:
     def __init__(
         self,
         capacity: int,
-        input_shape: tuple[int, int, int],
+        input_shape: tuple[int, ...],
         num_classes: int,
         *,
         device: torch.device | str,
         generator: torch.Generator,
         policy: str | BufferPolicy = "reservoir",
         store_logits: bool = False,
+        dtype: torch.dtype = torch.uint8,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
@@ -241,7 +242,8 @@ class Buffer:
         self.policy: BufferPolicy = BUFFER_POLICIES.create(policy, capacity, self.device) if isinstance(policy, str) else policy
         self.policy_name = policy if isinstance(policy, str) else type(policy).__name__
         rows = capacity + 1  # + the discard row
-        self._x = torch.zeros((rows, *input_shape), dtype=torch.uint8, device=self.device)
+        # uint8: the loop's non-augmented images; another dtype for inputs of your own loop (float features)
+        self._x = torch.zeros((rows, *input_shape), dtype=dtype, device=self.device)
         self._y = torch.zeros(rows, dtype=torch.int64, device=self.device)
         self._task = torch.zeros(rows, dtype=torch.int64, device=self.device)
         self._logits = (

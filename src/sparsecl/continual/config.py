@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from sparsecl.configtools import helpfield
+from sparsecl.configtools import closest, did_you_mean, helpfield
 from sparsecl.continual.buffer import BUFFER_POLICIES
 from sparsecl.continual.methods import CL_METHODS
 
@@ -33,6 +33,12 @@ class ContinualConfig:
                        its Split CIFAR-10 setting 10 and 1).
     si_c, si_xi:       Synaptic Intelligence's penalty weight and damping (mammoth ``--c``, ``--xi``; its
                        Permuted MNIST setting 0.1 and 0.1).
+    replay_from_task:  the first task (0-based) whose steps draw from the buffer. 0: from the first task on
+                       (mammoth, and sparsecl's behaviour before the option existed: replay starts as soon
+                       as the buffer holds anything, i.e. during task 0 on task 0's own examples); 1: from
+                       the second task on, as the SparCL release does (its buffer fills during task 0 but
+                       is first replayed in task 1). The buffer is filled the same way either way. ER-ACE
+                       never replays in its first task, whatever this says.
 
     Each method reads only some of these (its ``options``); one it ignores must stay at its default, so a
     misplaced setting fails instead of being silently ignored.
@@ -60,18 +66,22 @@ class ContinualConfig:
     si_c: float = helpfield("Synaptic Intelligence: weight of the importance-weighted quadratic penalty",
                             default=0.1)
     si_xi: float = helpfield("Synaptic Intelligence: damping xi of the importance normalisation", default=0.1)
+    replay_from_task: int = helpfield("first task (0-based) whose steps replay from the buffer: 0 from the first "
+                                      "task on (mammoth), 1 from the second (the SparCL release)", default=0)
 
     def __post_init__(self) -> None:
         if self.method not in CL_METHODS:
-            valid = ", ".join(CL_METHODS.names())
-            raise ValueError(f"unknown continual method {self.method!r}; valid: {valid}")
+            valid = CL_METHODS.names()
+            raise ValueError(f"unknown continual method {self.method!r}; valid: {', '.join(valid)}"
+                             f"{did_you_mean(closest(self.method, valid))}")
         if self.buffer_policy not in BUFFER_POLICIES:
-            raise ValueError(
-                f"unknown buffer_policy {self.buffer_policy!r}; valid: {', '.join(BUFFER_POLICIES.names())}"
-            )
+            valid = BUFFER_POLICIES.names()
+            raise ValueError(f"unknown buffer_policy {self.buffer_policy!r}; valid: {', '.join(valid)}"
+                             f"{did_you_mean(closest(self.buffer_policy, valid))}")
         _check_int("buffer_size", self.buffer_size, 0)
         _check_int("replay_batch_size", self.replay_batch_size, 0)
         _check_int("agem_batch", self.agem_batch, 1)
+        _check_int("replay_from_task", self.replay_from_task, 0)
         for name in ("alpha", "beta", "gamma", "eta", "margin", "ewc_lambda", "ewc_gamma", "si_c", "si_xi"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:

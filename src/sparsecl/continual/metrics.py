@@ -123,10 +123,33 @@ def _correct(
     return correct, n
 
 
-def format_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
-    """The end-of-run table from ``summarize``'s output: both accuracy matrices, then the metrics."""
+SCENARIO_LABELS = {"class-il": "Class-IL", "task-il": "Task-IL", "domain-il": "Domain-IL"}
+
+
+def accuracy_line(scenario: str, cil: Sequence[float], til: Sequence[float]) -> str:
+    """``Class-IL 71.20  Task-IL 95.10`` (the scenario's own accuracy first); Domain-IL has one accuracy
+    (every task owns every class, so the two settings coincide)."""
+    if scenario == "domain-il":
+        return f"Domain-IL {sum(cil) / len(cil):.2f}"
+    pair = [("Class-IL", cil), ("Task-IL", til)]
+    if scenario == "task-il":
+        pair.reverse()
+    return "  ".join(f"{name} {sum(v) / len(v):.2f}" for name, v in pair)
+
+
+def format_table(summary: Mapping[str, Mapping[str, Any]], scenario: str = "class-il") -> str:
+    """The end-of-run table from ``summarize``'s output: the accuracy matrices, then the metrics. Under
+    Domain-IL one matrix and one column, labelled Domain-IL (the ``class_il`` entries hold it); under
+    Task-IL the Task-IL matrix first."""
+    if scenario == "domain-il":
+        return _format(summary, (("class_il", "Domain-IL"),))
+    parts = (("class_il", "Class-IL"), ("task_il", "Task-IL"))
+    return _format(summary, parts[::-1] if scenario == "task-il" else parts)
+
+
+def _format(summary: Mapping[str, Mapping[str, Any]], parts: tuple[tuple[str, str], ...]) -> str:
     lines: list[str] = []
-    for name, title in (("class_il", "Class-IL"), ("task_il", "Task-IL")):
+    for name, title in parts:
         matrix = summary[name]["matrix"]
         t = len(matrix)
         lines.append(f"{title} accuracy (%) on each task after training task i")
@@ -134,7 +157,7 @@ def format_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
         for i, row in enumerate(matrix):
             lines.append(f"{f'T{i}':<6}" + "".join(f"{v:8.2f}" for v in row[: i + 1]))
         lines.append("")
-    lines.append(f"{'metric':<12}{'Class-IL':>10}{'Task-IL':>10}")
+    lines.append(f"{'metric':<12}" + "".join(f"{title:>10}" for _, title in parts))
     for key, label in (("final_avg", "final avg"), ("forgetting", "forgetting"), ("bwt", "BWT")):
-        lines.append(f"{label:<12}{summary['class_il'][key]:10.2f}{summary['task_il'][key]:10.2f}")
+        lines.append(f"{label:<12}" + "".join(f"{summary[name][key]:10.2f}" for name, _ in parts))
     return "\n".join(lines)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparsecl.data.dataset import DataError
+from sparsecl.fileio import atomic_write
 
 Opener = Callable[[Path], bytes]
 """A function that returns a file's content, decompressed if it is gzip; readers take one."""
@@ -119,6 +121,8 @@ class VerifyingOpener:
     files: Iterable[FileSpec]
     problems: list[str] = field(default_factory=list)
 
+    verified: list[Path] = field(default_factory=list)  # files that matched their published checksum
+
     def __post_init__(self) -> None:
         located = ((spec.locate(self.directory), spec) for spec in self.files)
         self._pending = {path: spec for path, spec in located if path is not None and spec.checked}
@@ -130,6 +134,8 @@ class VerifyingOpener:
         problem = spec.mismatch(path, raw, payload) if spec else None
         if problem:
             self.problems.append(problem)
+        elif spec is not None:
+            self.verified.append(path)
         return payload
 
     def finish(self) -> list[str]:
@@ -140,3 +146,42 @@ class VerifyingOpener:
             except DataError as e:
                 self.problems.append(str(e))
         return self.problems
+
+
+class VerifiedCache:
+    """Files whose checksum matched, by absolute path -> [size, mtime_ns], in one JSON file (written
+    atomically; a damaged or missing cache only means the checksums are computed again)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            entries = json.loads(self.path.read_text())
+            self.entries = {k: v for k, v in entries.items() if isinstance(v, list)} if isinstance(entries, dict) else {}
+        except (OSError, ValueError):
+            self.entries = {}
+
+    @staticmethod
+    def _stamp(path: Path) -> list[int]:
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+
+    def known(self, path: Path | None) -> bool:
+        """True when ``path`` was verified before and its size and mtime have not changed since."""
+        if path is None or not path.is_file():
+            return False
+        try:
+            return self.entries.get(str(path.resolve())) == self._stamp(path)
+        except OSError:
+            return False
+
+    def remember(self, paths: Iterable[Path]) -> None:
+        paths = list(paths)
+        if not paths:
+            return
+        for p in paths:
+            self.entries[str(p.resolve())] = self._stamp(p)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path, json.dumps(self.entries, indent=1, sort_keys=True) + "\n")
+        except OSError:
+            pass  # a read-only cache costs a checksum next time, nothing else

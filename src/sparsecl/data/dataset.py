@@ -7,6 +7,22 @@ from dataclasses import dataclass
 import torch
 
 
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) std of uint8 images [N, C, H, W] scaled to [0, 1].
+
+    From each channel's 256-bin histogram h: mean = sum_v h_v v / n, var = sum_v h_v v^2 / n - mean^2
+    (exact in float64, and no float copy of the images).
+    """
+    v = torch.arange(256, dtype=torch.float64) / 255
+    means, stds = [], []
+    for c in range(x.shape[1]):
+        h = torch.bincount(x[:, c].flatten(), minlength=256).double()
+        mean = float((h * v).sum() / h.sum())
+        means.append(mean)
+        stds.append(max(float((h * v * v).sum() / h.sum()) - mean * mean, 0.0) ** 0.5)
+    return tuple(means), tuple(stds)
+
+
 class DataError(RuntimeError):
     """A data file is missing, truncated or corrupt. The message is one line naming the file."""
 
@@ -40,6 +56,18 @@ class ArrayDataset:
                 raise DataError(f"{self.name}: {split} labels outside [0, {self.num_classes})")
         if len(self.mean) != self.x_train.shape[1] or len(self.std) != self.x_train.shape[1]:
             raise DataError(f"{self.name}: mean/std need one value per channel ({self.x_train.shape[1]})")
+
+    @classmethod
+    def from_tensors(cls, name: str, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
+                     y_test: torch.Tensor, num_classes: int | None = None) -> "ArrayDataset":
+        """Your own data as a dataset: images [N, C, H, W] (or [N, H, W], grey), uint8 or float in [0, 1]
+        (stored as round(255 x)), labels 0..K-1 (K = ``num_classes``, default max label + 1). Channel
+        mean/std come from the training split."""
+        xs = [_as_uint8(name, x) for x in (x_train, x_test)]
+        ys = [torch.as_tensor(y).long() for y in (y_train, y_test)]
+        k = int(max(int(y.max()) for y in ys if y.numel()) + 1) if num_classes is None else int(num_classes)
+        mean, std = channel_stats(xs[0])
+        return cls(name, xs[0], ys[0], xs[1], ys[1], k, mean, std)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -76,3 +104,14 @@ class ArrayDataset:
             self.mean,
             self.std,
         )
+
+
+def _as_uint8(name: str, x: torch.Tensor) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.dtype == torch.uint8:
+        return x.contiguous()
+    if not x.is_floating_point() or x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+        raise DataError(f"{name}: images must be uint8, or float in [0, 1]; got {x.dtype}")
+    return (x * 255).round().to(torch.uint8)

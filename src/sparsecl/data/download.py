@@ -1,7 +1,7 @@
 """Downloading dataset files with urllib, and unpacking archives, so that nothing half-written is ever left.
 
-A download streams into a temporary file in the destination's directory, checks the MD5, fsyncs, then
-renames it into place with ``os.replace`` (atomic on POSIX); any failure removes the temporary file. An
+A download streams through ``sparsecl.fileio.atomic_open`` (a temporary file in the destination's directory),
+is checked against its MD5 and only then renamed into place; any failure removes the temporary file. An
 archive is unpacked into a temporary directory next to the destination, after every member name has been
 checked (no absolute paths, no ``..``, no links or devices), and its top-level entries are then renamed
 into place.
@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from sparsecl import __version__
 from sparsecl.data.checks import one_line
 from sparsecl.data.dataset import DataError
+from sparsecl.fileio import atomic_open, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,6 @@ class Download:
     def __post_init__(self) -> None:
         if not self.urls:
             raise ValueError(f"download {self.filename!r} needs at least one URL")
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX; a no-op where directories cannot be opened)."""
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _stream(url: str, out, timeout: float, progress: Progress | None) -> str:
@@ -88,17 +79,11 @@ def download_file(url: str, dest: Path, md5: str | None, timeout: float = 60.0,
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with atomic_open(dest, "wb") as out:  # a failed check raises inside: nothing is written
             got = _stream(url, out, timeout, progress)
             if md5 is not None and got != md5.lower():
                 raise DataError(f"{url}: checksum mismatch: expected md5 {md5}, got {got}")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
         return dest
     except urllib.error.HTTPError as e:
         raise DataError(f"{url}: HTTP error {e.code} {one_line(e.reason)}") from None
@@ -106,8 +91,6 @@ def download_file(url: str, dest: Path, md5: str | None, timeout: float = 60.0,
         raise DataError(f"{url}: network error: {one_line(e.reason)}") from None
     except (OSError, http.client.HTTPException) as e:  # timeouts, resets, disk full
         raise DataError(f"{url}: download failed: {type(e).__name__}: {one_line(e)}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_name(name: str, archive: Path) -> None:
@@ -165,7 +148,7 @@ def extract_archive(archive: Path, target: Path) -> list[Path]:
                 dest.unlink()
             os.replace(entry, dest)
             placed.append(dest)
-        _fsync_dir(target)
+        fsync_dir(target)
         return placed
     finally:
         shutil.rmtree(staging, ignore_errors=True)

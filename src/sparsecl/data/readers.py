@@ -181,11 +181,11 @@ class CifarReader:
 
 
 # --- Tiny-ImageNet (http://cs231n.stanford.edu/tiny-imagenet-200.zip) ---------------------------------------
-def _pillow() -> Any:
+def pillow(what: str = "Tiny-ImageNet") -> Any:
     try:
         from PIL import Image
     except ImportError:
-        raise MissingDependencyError("Tiny-ImageNet needs Pillow: pip install pillow") from None
+        raise MissingDependencyError(f"{what} needs Pillow: pip install pillow") from None
     return Image
 
 
@@ -232,7 +232,7 @@ class TinyImageNetReader:
         return entries
 
     def decode(self, entries: list[tuple[Path, int]], opener: Opener) -> tuple[torch.Tensor, torch.Tensor]:
-        image_lib = _pillow()
+        image_lib = pillow()
         h, w = self.image_size
         x = np.empty((len(entries), h, w, 3), np.uint8)  # filled in place: no list of 100 000 arrays
         for i, (path, _) in enumerate(entries):

@@ -8,7 +8,14 @@
 4. system locations, e.g. ``/usr/share/datasets/fashion-mnist`` from Debian's ``dataset-fashion-mnist``;
 
 and, failing all, downloads the official files into the user cache (unless ``download=False``). When
-nothing works, one DataError line lists every place looked and how to fix it.
+nothing works, one DataError line lists every place looked and how to fix it. A folder the user named
+(``root``, ``$SPARSECL_DATA``) that holds some of the files but not all is an error naming the missing
+file, never a silent fall-back to another copy.
+
+Every load verifies what it reads: the checksum of each file with a published one is computed in the same
+read as the parse, once; the result is remembered in ``<user cache>/verified.json`` by path, size and
+mtime, so later loads only compare those (a file that changed in size or time is checked again). A file
+that fails its checksum is refused, naming it.
 
 Checksums are the MD5s published by the dataset authors (as used by torchvision); for the gzip'ed IDX
 files the MD5 of the uncompressed content is recorded too, so re-compressed (Debian) or gunzipped copies
@@ -26,9 +33,10 @@ from typing import Any
 
 import torch
 
-from sparsecl.data.checks import FileSpec, Opener, VerifyingOpener, read_payload
-from sparsecl.data.dataset import ArrayDataset, DataError
+from sparsecl.data.checks import FileSpec, Opener, VerifiedCache, VerifyingOpener, read_payload
+from sparsecl.data.dataset import ArrayDataset, DataError, channel_stats
 from sparsecl.data.download import Download, fetch
+from sparsecl.data.folder import ImageFolderReader, class_folders
 from sparsecl.data.readers import (
     CifarReader,
     DigitsReader,
@@ -51,22 +59,6 @@ def cache_dir() -> Path:
 
 def _no_dirs() -> tuple[Path, ...]:
     return ()
-
-
-def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and (population) std of uint8 images [N, C, H, W] scaled to [0, 1].
-
-    From each channel's 256-bin histogram h: mean = sum_v h_v v / n, var = sum_v h_v v^2 / n - mean^2
-    (exact in float64, and no float copy of the images).
-    """
-    v = torch.arange(256, dtype=torch.float64) / 255
-    means, stds = [], []
-    for c in range(x.shape[1]):
-        h = torch.bincount(x[:, c].flatten(), minlength=256).double()
-        mean = float((h * v).sum() / h.sum())
-        means.append(mean)
-        stds.append(max(float((h * v * v).sum() / h.sum()) - mean * mean, 0.0) ** 0.5)
-    return tuple(means), tuple(stds)
 
 
 @dataclass(frozen=True)
@@ -105,17 +97,44 @@ class DatasetSpec:
         return places + [("system", d) for d in self.system_dirs()]
 
     def find(self, root: str | Path | None = None) -> Path | None:
-        return next((d for _, d in self.search_dirs(root) if self.has_files(d)), None)
+        for origin, d in self.search_dirs(root):
+            if self.has_files(d):
+                return d
+            if origin in ("root", f"${ENV_VAR}"):
+                self._refuse_partial(d)
+        return None
+
+    def _refuse_partial(self, directory: Path) -> None:
+        """A user-named folder with some of this dataset's files but not all is an error, not a fall-back."""
+        present = [f for f in self.files if f.locate(directory) is not None]
+        if present and len(present) < len(self.files):
+            missing = [f.path for f in self.files if f.locate(directory) is None]
+            also = f"; also missing: {', '.join(missing[1:])}" if missing[1:] else ""
+            raise DataError(f"{directory / missing[0]}: missing file: {directory} holds part of {self.name} "
+                            f"({len(present)} of {len(self.files)} files{also}); add it, or remove the folder "
+                            f"from data_dir/{ENV_VAR} to use another copy")
 
     def read(self, directory: Path, opener: Opener = read_payload) -> ArrayDataset:
         s = self.reader(directory, self.num_classes, opener)
         mean, std = (self.mean, self.std) if self.mean is not None else channel_stats(s.x_train)
         return ArrayDataset(self.name, s.x_train, s.y_train, s.x_test, s.y_test, self.num_classes, mean, std)
 
-    def load(self, root: str | Path | None = None, download: bool | None = None) -> ArrayDataset:
-        """Find (or, unless ``download`` is False, download) the files and read them."""
+    def load(self, root: str | Path | None = None, download: bool | None = None, verify: bool = True) -> ArrayDataset:
+        """Find (or, unless ``download`` is False, download) the files, read them, and unless ``verify`` is
+        False (your own copy in the same format, e.g. a subset) check them against the published checksums."""
         directory = self.find(root)
-        return self.read(directory if directory is not None else self.download_to_cache(root, download))
+        directory = directory if directory is not None else self.download_to_cache(root, download)
+        if not verify:
+            return self.read(directory)
+        cache = VerifiedCache(cache_dir() / "verified.json")
+        opener = VerifyingOpener(directory, [f for f in self.files if not cache.known(f.locate(directory))])
+        data = self.read(directory, opener)
+        problems = opener.finish()
+        if problems:
+            raise DataError(f"{problems[0]}; the file is damaged or not the published one: replace it, delete "
+                            f"it to download again, or set verify_data=false for a copy of your own")
+        cache.remember(opener.verified)
+        return data
 
     def download_to_cache(self, root: str | Path | None = None, download: bool | None = None) -> Path:
         """Download into the user cache; any failure is the one-line not-found error, with the reason."""
@@ -139,6 +158,20 @@ class DatasetSpec:
         files = ", ".join(f.path for f in self.files)
         return DataError(f"dataset {self.name!r} not found in: {looked}; {reason}; to fix: {hint}put {files} "
                          f"in one of those directories, or set {ENV_VAR} to a directory holding {self.name}/")
+
+    def how_to_get(self) -> str:
+        """One line on how to get this dataset when it is missing (``sparsecl datasets`` prints it)."""
+        ways = []
+        if self.install_hint:
+            ways.append(self.install_hint)
+        if self.downloads:
+            first = self.downloads[0].urls[0]
+            urls = first if len(self.downloads) == 1 else f"{len(self.downloads)} files from {first.rsplit('/', 1)[0]}/"
+            ways.append(f"`sparsecl train dataset={self.name} download=true ...` fetches {urls} into "
+                        f"{cache_dir() / self.name} (checksum-verified)")
+        files = ", ".join(dict.fromkeys(f.path.split("/")[0] + ("/" if "/" in f.path else "") for f in self.files))
+        ways.append(f"or put {files} in ${ENV_VAR}/{self.name}/ (or pass data_dir=)")
+        return "; ".join(ways)
 
     def inspect(self, directory: Path) -> tuple[list[str], ArrayDataset | None]:
         """Problems found (checksums, then format) and the dataset when it parses; each file is read once.
@@ -235,17 +268,63 @@ _add(DatasetSpec(
 # shipped inside scikit-learn (its wheel's RECORD hashes vouch for it), hence no checksum and no download
 _add(DatasetSpec(
     "digits", DigitsReader(), 10, (FileSpec("digits.csv.gz"),), system_dirs=_sklearn_data_dir,
-    install_hint="pip install scikit-learn (it ships the digits)",
+    install_hint="pip install 'sparsecl[digits]' (the extra installs scikit-learn, which ships the digits)",
     homepage="sklearn.datasets.load_digits: UCI optical digits test set (Alpaydin & Kaynak, 1998)"))
 
 
-def load_dataset(name: str, root: str | Path | None = None, download: bool | None = None) -> ArrayDataset:
+class InMemoryDataset:
+    """A dataset registered from tensors (``register_dataset``): nothing to find, check or download."""
+
+    def __init__(self, name: str, source: ArrayDataset | Callable[[], ArrayDataset]) -> None:
+        self.name, self._source, self._data = name, source, None
+
+    def load(self, root: str | Path | None = None, download: bool | None = None,  # noqa: ARG002
+             verify: bool = True) -> ArrayDataset:  # noqa: ARG002
+        if self._data is None:
+            data = self._source() if callable(self._source) else self._source
+            if not isinstance(data, ArrayDataset):
+                raise DataError(f"dataset {self.name!r}: its source gave {type(data).__name__}, not an ArrayDataset")
+            self._data = data
+        return self._data
+
+    @property
+    def num_classes(self) -> int:
+        return self.load().num_classes
+
+    def find(self, root: str | Path | None = None) -> Path | None:  # noqa: ARG002
+        return None
+
+    def verify(self, root: str | Path | None = None) -> list[str]:  # noqa: ARG002
+        return []
+
+
+def register_dataset(name: str, source: ArrayDataset | Callable[[], ArrayDataset]) -> None:
+    """Make your own tensors a dataset by name (``dataset=<name>`` in a config of this process).
+    ``source``: an ``ArrayDataset`` (``ArrayDataset.from_tensors``) or a function returning one, called
+    at the first load."""
+    DATASETS.register(name)(InMemoryDataset(name, source))
+
+
+def register_image_folder(name: str, root: str | Path, mode: str = "RGB") -> DatasetSpec:
+    """Make an image folder (``root/{train,test}/<class>/<image>``, see ``sparsecl.data.folder``) a dataset
+    by name; ``mode`` "L" reads grey images, "RGB" colour. Channel mean/std come from its training split."""
+    root = Path(root).expanduser()
+    spec = DatasetSpec(name, ImageFolderReader(mode), len(class_folders(root / "train")),
+                       (FileSpec("train"), FileSpec("test")), system_dirs=lambda: (root,),
+                       homepage=f"image folder {root}")
+    _add(spec)
+    return spec
+
+
+def load_dataset(name: str, root: str | Path | None = None, download: bool | None = None,
+                 verify: bool = True) -> ArrayDataset:
     """The dataset ``name`` as uint8/int64 tensors; see the module docstring for where files are looked for.
 
     ``download``: None (default) or True downloads into the user cache when the files are found nowhere;
-    False never downloads. Raises UnknownNameError (listing valid names) or a one-line DataError.
+    False never downloads. ``verify``: check the files against their published checksums (see the module
+    docstring). Raises UnknownNameError (listing valid names) or a one-line DataError.
     """
-    return DATASETS.get(name).load(root, download)
+    return DATASETS.get(name).load(root, download, verify)
 
 
 def find_dataset(name: str, root: str | Path | None = None) -> Path | None:
@@ -263,14 +342,18 @@ def datasets_report(root: str | Path | None = None) -> list[dict[str, Any]]:
     """One row per registered dataset for ``sparsecl datasets``, reading each found dataset once.
 
     Keys: name, path (str or None), status ("ok", "missing", "corrupt: <problems>", or "unreadable: <why>"
-    when an optional dependency is missing), train and test sizes (None unless it parsed), num_classes.
+    when an optional dependency is missing), train and test sizes (None unless it parsed), num_classes,
+    how_to_get (one line for a missing set, else None).
     """
     rows = []
     for name in DATASETS:
         spec = DATASETS.get(name)
         directory = spec.find(root)
-        row: dict[str, Any] = {"name": name, "path": str(directory) if directory else None, "status": "missing",
-                               "train": None, "test": None, "num_classes": spec.num_classes}
+        in_memory = isinstance(spec, InMemoryDataset)
+        row: dict[str, Any] = {"name": name, "path": str(directory) if directory else None,
+                               "status": "in memory" if in_memory else "missing",
+                               "train": None, "test": None, "num_classes": spec.num_classes,
+                               "how_to_get": None if directory or in_memory else spec.how_to_get()}
         if directory is not None:
             try:
                 problems, data = spec.inspect(directory)

@@ -9,12 +9,26 @@ directly (README, "Multi-process and multi-GPU training").
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
+
 from sparsecl.configtools import ConfigError
 from sparsecl.distributed.runtime import Dist, launched
 
 
 def should_spawn(nproc: int | None) -> bool:
     return nproc is not None and nproc > 1 and not launched()
+
+
+def run_settings(run_dir: Path) -> tuple[int | None, str]:
+    """(nproc, device) of an existing run, from its config.yaml (resume decides from them whether to spawn
+    and which backend to join; the checkpoint itself is read under the run folder's lock)."""
+    try:
+        cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+        return cfg.get("nproc"), str(cfg.get("device", "cpu"))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None, "cpu"  # the resume itself reports what is wrong with the folder
 
 
 def check_world(nproc: int | None, dist: Dist) -> None:

@@ -49,6 +49,7 @@ def add_export_commands(sub: argparse._SubParsersAction) -> None:
                    help="sparse inference kernels, per layer: on CPU this project's CSR kernels (auto: where "
                         "the cost model says they pay); on CUDA torch's 2:4 semi-structured / cuSPARSE CSR "
                         "(sparsecl.kernels.gpu; auto picks by pattern, shape and density)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object instead of a table")
     p.set_defaults(func=cmd_eval)
 
 
@@ -97,6 +98,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cil, til = evaluate(model, stream, transform, stream.num_tasks - 1, cfg.eval_batch_size)
     seconds = time.perf_counter() - t  # evaluate() ends with a host sync
     result = {"class_il": cil, "task_il": til, "avg_class_il": sum(cil) / len(cil), "avg_task_il": sum(til) / len(til),
-              "device": args.device, "dtype": args.dtype, "kernels": kernels, "eval_time_s": seconds}
-    print(json.dumps(result))
+              "scenario": stream.scenario, "device": args.device, "dtype": args.dtype, "kernels": kernels,
+              "eval_time_s": seconds}
+    print(json.dumps(result) if args.json else eval_table(args.path, cfg.dataset, result))
     return 0
+
+
+def eval_table(path: str, dataset: str, r: dict) -> str:
+    """``sparsecl eval``'s table: accuracy (%) per task and on average; Domain-IL has one column."""
+    cols = [("Domain-IL", "class_il")] if r["scenario"] == "domain-il" else [("Class-IL", "class_il"),
+                                                                               ("Task-IL", "task_il")]
+    kernels = ", ".join(f"{k}: {v}" for k, v in r["kernels"].items()) or "none"
+    lines = [f"{path}: {dataset}, {len(r['class_il'])} task(s), {r['device']} {r['dtype']}, kernels {kernels}",
+             f"{'task':<6}" + "".join(f"{title:>11}" for title, _ in cols)]
+    for t in range(len(r["class_il"])):
+        lines.append(f"{f'T{t}':<6}" + "".join(f"{r[key][t]:11.2f}" for _, key in cols))
+    lines.append(f"{'avg':<6}" + "".join(f"{r['avg_' + key]:11.2f}" for _, key in cols))
+    lines.append(f"evaluated in {r['eval_time_s']:.3f} s (--json for JSON)")
+    return "\n".join(lines)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import struct
 import sys
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from torch import Tensor
 
 from sparsecl.export.codecs import CODECS, Encoded
 from sparsecl.export.layouts import LAYOUTS
+from sparsecl.fileio import atomic_write
 from sparsecl.registry import Registry, UnknownNameError
 
 MAGIC = b"SPCLCKPT"
@@ -48,6 +48,8 @@ FORMAT_VERSION = 1
 _PREAMBLE = struct.Struct("<8sIQ32s")  # magic, version, header length, header sha256 -> 52 bytes
 META_KEY = "export"  # reserved key of the meta returned by load_compressed
 Arrays = dict[str, Tensor]  # role -> 1-D tensor
+DECODE_FLOOR = 64 << 20  # bytes any file may decode to ...
+DECODE_RATIO = 4096  # ... or this many times its own length, if more (a 99.98 %-sparse tensor in ``indices``)
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
@@ -152,29 +154,7 @@ def save_compressed(state_dict: dict[str, Tensor], path: str | os.PathLike, *, f
     except TypeError as e:  # the records are plain ints/strs/lists, so this is the user's meta
         raise ValueError(f"meta is not JSON-serialisable: {e}") from None
     preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header), hashlib.sha256(header).digest())
-    return _atomic_write(Path(path), [memoryview(preamble), memoryview(header), *chunks])
-
-
-def _atomic_write(path: Path, chunks: list[memoryview]) -> int:
-    """temp file in the same directory -> write -> fsync -> os.replace; the temp file never survives."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            for c in chunks:
-                f.write(c)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return sum(c.nbytes for c in chunks)
+    return atomic_write(path, [memoryview(preamble), memoryview(header), *chunks])
 
 
 def load_compressed(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
@@ -185,9 +165,13 @@ def load_compressed(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
     Any corrupt, truncated or malformed file raises ``ExportError`` with one line naming the file and the
     problem.
     """
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ExportError(f"{path}: cannot read: {e.strerror or e}") from None
     try:
         header, payload = _split(data)
+        _check_records(header, len(data))
         state, info = {}, {}
         for record, layout_arrays, extras in _records(header, payload):
             state[record["name"]] = _decode(record, layout_arrays, extras)
@@ -202,7 +186,7 @@ def load_compressed(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
         raise ExportError(f"{path}: {e}") from None
     except KeyError as e:
         raise ExportError(f"{path}: malformed header (missing key {e})") from None
-    except (ValueError, TypeError, IndexError, RuntimeError) as e:  # LayoutError is a ValueError
+    except (ValueError, TypeError, IndexError, RuntimeError, OverflowError) as e:  # LayoutError is a ValueError
         raise ExportError(f"{path}: {str(e) or type(e).__name__}") from None
     return state, meta
 
@@ -223,19 +207,60 @@ def _split(data: bytes) -> tuple[dict, memoryview]:
     raw_header = body[:hlen]
     if hashlib.sha256(raw_header).digest() != hsha:
         raise ValueError("header sha256 mismatch (corrupt file)")
-    header = json.loads(bytes(raw_header).decode("utf-8"))
+    try:
+        header = json.loads(bytes(raw_header).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"malformed header ({type(e).__name__})") from None
     if not isinstance(header, dict):
         raise ValueError("malformed header (not a JSON object)")
     if header.get("byteorder") != sys.byteorder:
         raise ValueError(f"byte order {header.get('byteorder')!r} differs from this host's {sys.byteorder!r}")
-    payload, expected = body[hlen:], int(header["payload_bytes"])
+    expected = header.get("payload_bytes")
+    if not isinstance(expected, int) or isinstance(expected, bool) or expected < 0:
+        raise ValueError(f"malformed header (payload_bytes {expected!r})")
+    payload = body[hlen:]
     if len(payload) < expected:
         raise ValueError(f"truncated: payload has {len(payload)} of {expected} bytes")
     if len(payload) > expected:
         raise ValueError(f"{len(payload) - expected} unexpected bytes after the payload")
-    if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
+    if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
         raise ValueError("payload sha256 mismatch (corrupt file)")
     return header, payload
+
+
+_RECORD_TYPES = {"name": str, "shape": list, "dtype": str, "codec": str, "layout": str, "nnz": int,
+                 "fields": dict, "arrays": list}
+
+
+def _check_records(header: dict, file_bytes: int) -> None:
+    """Field types of every record, unique names, and the decoded size bounded by the file's own length,
+    all before anything is allocated: a 2 KB file declaring a [2^29] tensor is refused here."""
+    tensors = header.get("tensors")
+    if not isinstance(tensors, list) or not isinstance(header.get("meta"), dict):
+        raise ValueError("malformed header (tensors must be a list, meta an object)")
+    names, total = set(), 0
+    for i, record in enumerate(tensors):
+        if not isinstance(record, dict):
+            raise ValueError(f"malformed header: tensor record {i} is not an object")
+        for key, kind in _RECORD_TYPES.items():
+            value = record.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"malformed header: tensor record {i} field {key!r} must be "
+                                 f"{kind.__name__}, got {type(value).__name__}")
+        name = record["name"]
+        if name in names:
+            raise ValueError(f"malformed header: tensor {name!r} appears twice")
+        names.add(name)
+        if record["dtype"] not in _DTYPES:
+            raise ValueError(f"tensor {name!r}: unknown dtype {record['dtype']!r}")
+        if not all(isinstance(a, list) and len(a) == 3 and isinstance(a[0], str) and isinstance(a[1], str)
+                   for a in record["arrays"]):
+            raise ValueError(f"tensor {name!r}: arrays must be [role, dtype, count] lists")
+        total += _numel(record["shape"]) * _DTYPES[record["dtype"]].itemsize
+    limit = max(DECODE_FLOOR, DECODE_RATIO * file_bytes)
+    if total > limit:
+        raise ValueError(f"declares {total} bytes of tensors, more than a {file_bytes}-byte file can hold "
+                         f"(limit {limit}); refusing to allocate")
 
 
 def _records(header: dict, payload: memoryview) -> Iterator[tuple[dict, Arrays, Arrays]]:
@@ -272,7 +297,8 @@ def _records(header: dict, payload: memoryview) -> Iterator[tuple[dict, Arrays, 
 
 
 def _numel(shape: list) -> int:
-    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+    if (not isinstance(shape, list) or len(shape) > 16
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**40 for s in shape)):
         raise ValueError(f"bad shape {shape!r}")
     n = 1
     for s in shape:

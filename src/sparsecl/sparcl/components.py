@@ -31,13 +31,11 @@ def build_sparcl(cfg, model: torch.nn.Module, engine, method, stream, generator:
         parts.components.append(TaskAwareDynamicMasking(engine, sc, generator))
     if sc.ddr:
         n = method.index_space()  # Joint on Domain-IL numbers task k's example i as k N + i
-        parts.components.append(DynamicDataRemoval(n, sc.ddr_ratio, sc.ddr_removals, sc.ddr_start, sc.ddr_interval,
-                                                   generator, device, window=sc.ddr_window))
+        parts.components.append(DynamicDataRemoval.from_config(sc, n, generator, device))
     if sc.dgm:
         names = [layer.name for layer in engine.layers] or [s.name for s in select_layers(model, sc.layers, False, False)]
         params = dict(model.named_parameters())
-        dgm = DynamicGradientMasking({n: params[n] for n in names}, sc.dgm_ratio, sc.dgm_interval,
-                                     sc.dgm_alpha_g, sc.dgm_beta_g, engine=engine if engine.layers else None)
+        dgm = DynamicGradientMasking.from_config(sc, {n: params[n] for n in names}, engine if engine.layers else None)
         parts.components.append(dgm)
         parts.grad_density = dgm
     return parts

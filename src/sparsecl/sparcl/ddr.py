@@ -59,6 +59,13 @@ class DynamicDataRemoval(Component):
         self.full_size = 0
         self.history: list[dict[str, Any]] = []  # (task, epoch, removed, remaining) per removal event
 
+    @classmethod
+    def from_config(cls, cfg: Any, num_examples: int, generator: torch.Generator,
+                    device: torch.device | str) -> "DynamicDataRemoval":
+        """From ``SparclConfig``'s ``ddr_*`` fields; ``num_examples``: one more than the largest example index."""
+        return cls(num_examples, cfg.ddr_ratio, cfg.ddr_removals, cfg.ddr_start, cfg.ddr_interval, generator,
+                   torch.device(device), window=cfg.ddr_window)
+
     def on_task_start(self, state: LoopState, task: Task) -> None:
         self.done = 0
         self.full_size = int(state.active_idx.numel()) if state.active_idx is not None else 0

@@ -60,6 +60,14 @@ class DynamicGradientMasking(Component):
         self._active: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (weight mask, its flat nonzeros)
         self._dropped_at: dict[str, tuple[tuple[int, int], torch.Tensor]] = {}  # name -> (key, flat indices)
 
+    @classmethod
+    def from_config(cls, cfg: Any, params: dict[str, torch.nn.Parameter],
+                    engine: Any = None) -> "DynamicGradientMasking":
+        """From ``SparclConfig``'s ``dgm_*`` fields (``dgm_ratio`` must be set: ``TrainConfig`` derives it)."""
+        if cfg.dgm_ratio is None:
+            raise ValueError("sparcl.dgm_ratio is unset: give it (the run's config derives 1 - 0.8 x density)")
+        return cls(params, cfg.dgm_ratio, cfg.dgm_interval, cfg.dgm_alpha_g, cfg.dgm_beta_g, engine=engine)
+
     def refresh_due(self) -> bool:
         return not self.masks or self.since >= self.interval or self.scored_under != self._mask_version()
 

@@ -89,24 +89,36 @@ class TaskAwareDynamicMasking(Component):
         self._apply(self.events[0], state)
         self.next_event = 1
 
+    def _due_index(self, state: LoopState) -> int:
+        """Index of the event the schedule is at: the pending one, or the latest that supersedes it. A
+        task too short for the schedule (an event still collecting gradients when the next falls due)
+        skips to the later event, so nothing fires after the freeze. A pure query; ``_skip`` commits it."""
+        i = self.next_event
+        while i + 1 < len(self.events) and state.task_progress + 1e-9 >= self.events[i + 1].at:
+            i += 1
+        return i
+
     def _due(self, state: LoopState) -> Event | None:
-        # a task too short for the schedule (an event still collecting gradients when the next falls due):
-        # the later event supersedes it, so nothing fires after the freeze; the skip is logged
-        while (self.next_event + 1 < len(self.events)
-               and state.task_progress + 1e-9 >= self.events[self.next_event + 1].at):
-            ev = self.events[self.next_event]
-            self.log.append({"task": state.task, "event": ev.kind, "at": ev.at, "skipped": True})
-            self.next_event += 1
-        if self.next_event >= len(self.events):
+        """The event to act on now, if any (pure: no state changes)."""
+        i = self._due_index(state)
+        if i >= len(self.events):
             return None
-        ev = self.events[self.next_event]
+        ev = self.events[i]
         return ev if state.task_progress + 1e-9 >= ev.at else None
+
+    def _skip(self, state: LoopState) -> None:
+        """Log and pass the events superseded by the due one (see ``_due_index``); the hooks that act call it
+        first, so within a step only the first call changes anything."""
+        for i in range(self.next_event, self._due_index(state)):
+            ev = self.events[i]
+            self.log.append({"task": state.task, "event": ev.kind, "at": ev.at, "skipped": True})
+        self.next_event = max(self.next_event, self._due_index(state))
 
     def on_task_end(self, state: LoopState, task: Any) -> None:
         """The freeze shrink always happens: a task that ended before it could collect its gradients
         shrinks now, on what it collected (|w| alone if nothing), so every task ends at the target."""
         if self.next_event < len(self.events):
-            self._due(state)  # log the events the shrink supersedes
+            self._skip(state)  # log the events the shrink supersedes
             self._apply(self.events[-1], state)
             self.next_event = len(self.events)
 
@@ -121,11 +133,13 @@ class TaskAwareDynamicMasking(Component):
 
     # -- gradient collection ----------------------------------------------------------------------
     def before_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
+        self._skip(state)
         ev = self._due(state)
         if ev is not None and self._needs_grads(ev) and self.paper and has_buffer_part(out):
             self._pending_gcur = current_grads(out, self.params)
 
     def after_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
+        self._skip(state)
         ev = self._due(state)
         if ev is None or not self._needs_grads(ev):
             return
@@ -145,6 +159,7 @@ class TaskAwareDynamicMasking(Component):
         self.collected += 1
 
     def after_step(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
+        self._skip(state)
         ev = self._due(state)
         if ev is None or (self._needs_grads(ev) and self.collected < self.batches_needed):
             return

@@ -17,7 +17,7 @@ from sparsecl.sparse.methods import SPARSE_METHODS
 from sparsecl.sparse.patterns import MASK_PATTERNS
 from sparsecl.sparse.schedule import DROP_SCHEDULES
 
-
+LR_SCALINGS = ("auto", "sqrt", "inverse", "none")  # see MaskEngine._scale_learning_rates; auto: TrainConfig
 
 
 @dataclass
@@ -43,9 +43,14 @@ class SparsityConfig:
     gmp_initial_density: float = helpfield("gmp: density at gmp_begin (1: start dense)", default=1.0)
     lth_rounds: int = helpfield("lth: pruning rounds R (R + 1 trainings, the last at the target density)", default=3)
     lth_rewind_step: int = helpfield("lth: rewind survivors to their value after this step (0: initialisation)", default=0)
-    init: str = helpfield("surviving weights of the first mask: dense (kept as initialised) | rescale (per output "
-                          "unit, scaled to the dense unit's squared sum: its activation variance at init)",
-                          default="dense")
+    init: str = helpfield("surviving weights of the first mask: rescale (per output unit, scaled to the dense "
+                          "unit's squared sum: its activation variance at init) | dense (kept as initialised: "
+                          "the RigL paper's setting)", default="rescale")
+    lr_scaling: str = helpfield("per-sparse-layer learning-rate factor from the layer's initial density d: auto "
+                                "(sqrt, but none under ewc_on/si, whose quadratic penalty bounds the stable lr) | "
+                                "sqrt (1/sqrt(d)) | inverse (1/d) | none (the RigL paper's setting); capped at "
+                                "lr_scale_max", default="auto")
+    lr_scale_max: float = helpfield("largest lr factor lr_scaling may give a layer", default=4.0)
     execution: str = helpfield("how sparse layers compute in training: auto (CSR kernels per layer where the "
                                "fitted cost model says they are faster) | csr | masked (dense weight x mask)",
                                default="auto")
@@ -62,6 +67,7 @@ class SparsityConfig:
         choices("sparsity.pattern", self.pattern, MASK_PATTERNS.names())
         choices("sparsity.execution", self.execution, PATH_CHOICES)
         choices("sparsity.init", self.init, ("dense", "rescale"))
+        choices("sparsity.lr_scaling", self.lr_scaling, LR_SCALINGS)
         self._check_ranges()
         self._check_options()
         if self.method != "auto":
@@ -83,6 +89,8 @@ class SparsityConfig:
             raise ValueError(f"sparsity needs 0 <= gmp_begin < gmp_end <= 1, got {self.gmp_begin}, {self.gmp_end}")
         if not 0 <= self.drop_fraction <= 1:
             raise ValueError(f"sparsity.drop_fraction must be in [0, 1], got {self.drop_fraction}")
+        if not self.lr_scale_max >= 1:
+            raise ValueError(f"sparsity.lr_scale_max must be >= 1, got {self.lr_scale_max}")
         if not 0 < self.gmp_initial_density <= 1:
             raise ValueError(f"sparsity.gmp_initial_density must be in (0, 1], got {self.gmp_initial_density}")
         if self.grad_accumulation > self.delta_t:

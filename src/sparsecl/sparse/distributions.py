@@ -133,3 +133,32 @@ def global_magnitude(specs: Sequence[LayerSpec], density: float, *,
     for j, i in enumerate(free):
         counts[i] = int(per_layer[j])
     return counts
+
+
+def refuse_empty_layers(specs: Sequence[LayerSpec], counts: Sequence[int], cfg: object) -> None:
+    """A layer with no active weight cuts the network (every output of it is its bias): refuse the density,
+    naming the layer and the smallest density at which this distribution keeps a weight in every layer
+    (found by bisection; the counts are monotone in the density)."""
+    empty = [s.name for s, c in zip(specs, counts) if c == 0 and s.numel > 0]
+    if not empty:
+        return
+    fn, custom = DISTRIBUTIONS.get(cfg.distribution), getattr(cfg, "custom_densities", None)
+
+    def ok(d: float) -> bool:
+        try:
+            return all(c > 0 for s, c in zip(specs, fn(specs, d, custom=custom)) if s.numel > 0)
+        except ValueError:
+            return False
+
+    lo, hi = float(cfg.density), 1.0
+    if not ok(hi):
+        raise ValueError(f"sparsity.custom_densities leave layer {empty[0]} with no active weight")
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    smallest = float(f"{hi:.3g}")
+    while not ok(smallest):  # rounding for the message must not round below the valid range
+        smallest = float(f"{smallest * 1.001:.4g}")
+    raise ValueError(f"sparsity.density={cfg.density} leaves layer {empty[0]} with no active weight under the "
+                     f"{cfg.distribution} distribution; the smallest density that keeps one in every layer is "
+                     f"{smallest}")

@@ -21,6 +21,7 @@ from sparsecl.kernels.execution import SparseExecution
 from sparsecl.models import create_model
 from sparsecl.sparcl.components import build_sparcl
 from sparsecl.sparse.engine import MaskEngine
+from sparsecl.sparse.filters import select_layers
 from sparsecl.sparse.flops import profile_layers
 from sparsecl.sparse.methods import SPARSE_METHODS
 from sparsecl.sparse.small_dense import match_width, target_param_count
@@ -74,7 +75,7 @@ def augment_for(cfg: TrainConfig) -> Augment:
 
 def build_data(cfg: TrainConfig, device: torch.device) -> tuple[Stream, BatchTransform]:
     """The dataset on ``device``, cut into the configured stream, and its batch transform."""
-    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.verify_data)
     if cfg.validation:  # one fixed split for every seed: runs that differ in seed tune on the same examples
         ds = ds.holdout(cfg.validation, torch.Generator().manual_seed(VALIDATION_SEED))
     ds = ds.to(device)
@@ -121,7 +122,7 @@ def build_run(cfg: TrainConfig) -> Run:
     gens = {name: generator(cfg.seed, name, device) for name in ("data", "augment", "method", "sparcl")}
     gens["masks"] = generator(cfg.seed, "masks", "cpu")
     model = build_model(cfg, ds, device)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg, _lr_scaled_layers(cfg, model))
     ctx = MethodContext(stream, transform, gens["method"], device)
     method = create_method(cfg.continual.method, model, cfg.continual, ctx)
     _check_buffer_fits(cfg, stream)
@@ -146,6 +147,15 @@ def build_run(cfg: TrainConfig) -> Run:
     components: list[Component] = [method, execution, *([distill] if distill else []), *sparcl.components, flops]
     return Run(cfg, ds, stream, transform, model, optimizer, LrSchedule(optimizer, cfg, sparsity.multiplier), method, engine, flops,
                components, plan, epochs, execution, distill, gens)
+
+
+def _lr_scaled_layers(cfg: TrainConfig, model: torch.nn.Module) -> list[str]:
+    """Weights that get a param group of their own: the sparse layers, when ``sparsity.lr_scaling`` scales
+    their learning rates."""
+    sp = cfg.sparsity
+    if sp.lr_scaling == "none" or not SPARSE_METHODS.get(sp.method).uses_masks:
+        return []
+    return [s.name for s in select_layers(model, sp.layers, sp.dense_first, sp.dense_last)]
 
 
 def build_distillation(cfg: TrainConfig, ds: ArrayDataset, device: torch.device) -> Distillation | None:

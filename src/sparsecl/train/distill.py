@@ -30,9 +30,10 @@ import torch
 from torch import nn
 
 from sparsecl.configtools import ConfigError, helpfield
-from sparsecl.data.batch import Batch
-from sparsecl.losses import DistillationLoss
 from sparsecl.contract import Component, LoopState, StepOutput
+from sparsecl.data.batch import Batch
+from sparsecl.fileio import load_torch
+from sparsecl.losses import DistillationLoss
 
 
 @dataclass
@@ -54,11 +55,18 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     import yaml
 
     cfg_file, summary = run_dir / "config.yaml", run_dir / "summary.json"
-    if cfg_file.is_file():
-        return yaml.safe_load(cfg_file.read_text())
-    if summary.is_file():
-        return json.loads(summary.read_text())["config"]
-    raise ConfigError(f"{run_dir} is not a run folder (no config.yaml or summary.json)")
+    if not (cfg_file.is_file() or summary.is_file()):
+        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml or summary.json)")
+    try:
+        if cfg_file.is_file():
+            config = yaml.safe_load(cfg_file.read_text())
+        else:
+            config = json.loads(summary.read_text()).get("config")
+    except (yaml.YAMLError, ValueError, AttributeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{run_dir}: damaged config.yaml/summary.json ({type(e).__name__})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{run_dir}: its config is not a mapping of keys to values")
+    return config
 
 
 def read_run_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -66,7 +74,10 @@ def read_run_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     weights = run_dir / "final_model.pt"
     if not weights.is_file():
         raise ConfigError(f"{run_dir} has no final_model.pt (the run did not finish, or checkpoint.keep_model=false)")
-    return torch.load(weights, map_location="cpu", weights_only=True)
+    state = load_torch(weights)  # weights_only, CRC-checked: FileCorrupt is a one-line ValueError
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ConfigError(f"{weights} is not a state_dict (names -> tensors)")
+    return state
 
 
 def read_trained(path: str | Path, overrides: list[str] | None = None) -> tuple[Any, dict[str, torch.Tensor]]:
@@ -81,7 +92,9 @@ def read_trained(path: str | Path, overrides: list[str] | None = None) -> tuple[
         config, state = read_run_config(path), read_run_weights(path)
     elif path.is_file():
         state, meta = load_compressed(path)
-        config = meta["config"]
+        config = meta.get("config")
+        if not isinstance(config, dict):
+            raise ConfigError(f"{path}: holds no sparsecl config (written by save_compressed without meta={{'config': ...}}?)")
     else:
         raise ConfigError(f"no run folder or exported model at {path}")
     return make_config(TrainConfig, config, ["device=cpu", *(overrides or [])]), state
@@ -92,8 +105,25 @@ def build_trained(cfg: Any, state: dict[str, torch.Tensor], ds: Any, device: tor
     from sparsecl.train.build import build_model
 
     model = build_model(cfg, ds, torch.device("cpu"))
+    check_state_matches(model.state_dict(), state)
     model.load_state_dict(state)
     return model.to(device)
+
+
+def check_state_matches(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:
+    """Names, shapes and dtypes of ``state`` against the model built from the stored config; the first
+    difference as one line (``load_state_dict``'s own error is a multi-line dump)."""
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        what = (f"missing {missing[:3]}" if missing else "") + (" and " if missing and extra else "") + (
+            f"unexpected {extra[:3]}" if extra else "")
+        raise ConfigError(f"the weights do not belong to the model of their config: {what}")
+    for name, want in expected.items():
+        got = state[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise ConfigError(f"the weights do not belong to the model of their config: {name} is "
+                              f"{str(got.dtype).removeprefix('torch.')}{list(got.shape)}, the model needs "
+                              f"{str(want.dtype).removeprefix('torch.')}{list(want.shape)}")
 
 
 class Distillation(Component):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import resource
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +18,45 @@ from typing import Any
 import torch
 
 from sparsecl.configtools import to_dict
-from sparsecl.continual.metrics import evaluate, format_table, summarize
+from sparsecl.continual.metrics import accuracy_line, evaluate, format_table, summarize
+from sparsecl.contract import LoopState
 from sparsecl.data.loader import EpochSampler, make_batch
 from sparsecl.distributed import current as current_dist
 from sparsecl.distributed.step import REFUSED_METHODS, DataParallel
+from sparsecl.fileio import save_torch
 from sparsecl.train import checkpoint
 from sparsecl.train.build import Run
-from sparsecl.contract import LoopState
-from sparsecl.train.logging import MetricsLog, Progress, write_json
+from sparsecl.train.logging import Progress, open_log, write_json
 from sparsecl.train.meters import check_loss
 
 LOG_EVERY = 25  # steps between progress-bar refreshes (each costs one host sync)
+MIN_STEPS_PER_EPOCH = 20  # fewer optimizer steps per epoch of a task: warn (e.g. digits at batch 128: 12)
+
+
+def startup_warnings(run: Run) -> list[str]:
+    """Settings known to make a run learn little, each one line (printed once, on a fresh start)."""
+    out = []
+    per_epoch = [(n // run.epochs, t) for t, n in enumerate(run.plan) if n > 0]
+    if per_epoch and min(per_epoch)[0] < MIN_STEPS_PER_EPOCH:
+        steps, t = min(per_epoch)
+        size = run.method.train_size(run.stream.tasks[t])
+        out.append(f"warning: task {t + 1} has {steps} optimizer steps per epoch ({size} examples, "
+                   f"batch_size={run.cfg.batch_size}); with fewer than {MIN_STEPS_PER_EPOCH} it learns little: lower "
+                   "batch_size or raise epochs")
+    if sparse_learns_slowly(run.cfg, run.engine.densities()["overall"]):
+        out.append("warning: sparse layers with sparsity.init=dense, sparsity.lr_scaling=none and plain SGD "
+                   "(momentum 0) learn slowly in short runs (benchmarks/RESULTS.md, issue 21); use "
+                   "sparsity.init=rescale sparsity.lr_scaling=auto (the defaults), or momentum=0.9 and long "
+                   "training as in the RigL paper")
+    return out
+
+
+def sparse_learns_slowly(cfg, density: float) -> bool:  # noqa: ANN001 - TrainConfig
+    """The RigL paper's sparse setting (no init rescaling, no lr scaling) under plain SGD without momentum:
+    measured far behind dense at the same steps (benchmarks/RESULTS.md, issue 21)."""
+    sp = cfg.sparsity
+    return (density < 1 and sp.init == "dense" and sp.lr_scaling == "none" and cfg.optimizer == "sgd"
+            and cfg.momentum == 0)
 
 
 class Interrupted(RuntimeError):
@@ -45,7 +74,7 @@ class Position:
 
 
 class Trainer:
-    def __init__(self, run: Run, out_dir: Path, *, stream_out: Any = print) -> None:
+    def __init__(self, run: Run, out_dir: Path, *, stream_out: Any = print, warn_out: Any = None) -> None:
         self.run = run
         cfg = run.cfg
         # N processes (torchrun): every rank trains, rank 0 alone writes the run folder (sparsecl.distributed)
@@ -59,16 +88,23 @@ class Trainer:
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
         self.print = stream_out if self.main else (lambda *a, **k: None)
+        self.warn = (warn_out or (lambda line: print(line, file=sys.stderr))) if self.main else (lambda line: None)
         self.state = LoopState(run.model, run.optimizer, run.stream, next(run.model.parameters()).device,
                                total_steps=sum(run.plan), epochs_per_task=run.epochs)
         self.sampler = EpochSampler(cfg.batch_size, run.generators["data"], cfg.drop_last)
         self.pos = Position()
-        self.log = MetricsLog(self.out / "metrics.jsonl") if self.main else _NoLog()
+        self.log = open_log(self.out, cfg.log, to_dict(cfg)) if self.main else _NoLog()
         self.progress = Progress(cfg.progress and self.main)
+        # where no bar is seen (output to a file or a pipe): one line per epoch instead
+        self.epoch_lines = self.main and cfg.progress and not (self.progress.enabled and sys.stdout.isatty())
         self.acc = {"class_il": [], "task_il": []}
         self.counters = {"train_time_s": 0.0, "eval_time_s": 0.0, "examples_processed": 0, "data_examples": 0,
                          "steps": 0}
-        self.epoch_sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, examples of this epoch
+        # loss sum, correct, examples of this epoch: one running sum, checkpointed as it is, so where and how
+        # often checkpoints are written never changes the grouping of the additions (nor the logged loss)
+        self.epoch_sums = torch.zeros(3, dtype=torch.float64, device=self.state.device)
+        self._clock = time.monotonic  # for time-based checkpoints; tests substitute a fake clock
+        self._last_save = self._clock()
         self._stop: str | None = None
         self._params = [p for g in run.optimizer.param_groups for p in g["params"]]
         self._began = False
@@ -89,7 +125,7 @@ class Trainer:
             "components": [c.state_dict() for c in r.components],
             "sampler": self.sampler.state_dict(),
             "generators": {k: g.get_state() for k, g in r.generators.items()},
-            "metrics": {"acc": self.acc, "counters": self.counters, "epoch_sums": self.epoch_sums,
+            "metrics": {"acc": self.acc, "counters": self.counters, "epoch_sums": self.epoch_sums.cpu(),
                         "log_offset": self.log.offset(), "began": self._began},
         }
 
@@ -122,14 +158,18 @@ class Trainer:
         for k, s in ck["generators"].items():
             r.generators[k].set_state(s)
         m = ck["metrics"]
-        self.acc, self.counters, self.epoch_sums, self._began = m["acc"], m["counters"], m["epoch_sums"], m["began"]
-        self.log.truncate(m["log_offset"])
+        self.acc, self.counters, self._began = m["acc"], m["counters"], m["began"]
+        self.epoch_sums = m["epoch_sums"].to(dev)
+        note = self.log.truncate(m["log_offset"])
+        if note:
+            self.print(note)
 
     def save(self) -> None:
         if not self.main:  # every rank holds the same state: rank 0's checkpoint is the group's
             return
         t0 = time.perf_counter()
         path = checkpoint.save(self.checkpoint_state(), self.out)
+        self._last_save = self._clock()
         self.counters["checkpoint_time_s"] = self.counters.get("checkpoint_time_s", 0.0) + time.perf_counter() - t0
         self.counters["checkpoint_bytes"] = path.stat().st_size
 
@@ -143,6 +183,7 @@ class Trainer:
                 self._run_task(t)
         finally:
             self.progress.close()
+            self.log.close()
             for s, h in previous.items():
                 signal.signal(s, h)
         wall, cpu = _clocks()
@@ -168,6 +209,9 @@ class Trainer:
 
         r.engine.begin(closure)
         self._began = True
+        self._log_masks(initial=True)
+        for line in startup_warnings(r):  # after begin: the masks' density is known
+            self.warn(line)
 
     def _run_task(self, t: int) -> None:
         r, st = self.run, self.state
@@ -178,6 +222,7 @@ class Trainer:
             st.task_size = 0 if st.active_idx is None else int(st.active_idx.numel())
             for c in r.components:
                 c.on_task_start(st, task)
+            self._log_masks()
             self.pos.task_started = True
         if st.active_idx is not None and r.plan[t] > 0:
             self.progress.start(f"task {t + 1}/{r.stream.num_tasks}", r.plan[t], initial=st.task_step)
@@ -187,6 +232,7 @@ class Trainer:
             c.on_task_end(st, task)
         if self.dp is not None:
             self.dp.adopt_main(r.method)  # task-end work (exemplars, after-task fills) as rank 0 did it
+        self._log_masks()
         self._evaluate(t)
         self.pos = Position(task=t + 1)
         if r.cfg.checkpoint.at_task_end:
@@ -199,42 +245,54 @@ class Trainer:
         if not self.pos.in_epoch:
             for c in r.components:
                 c.on_epoch_start(st, task)
+            self._log_masks()
             self.sampler.start_epoch(st.active_idx)
             self.epoch_sums.zero_()
             self.pos.epoch, self.pos.in_epoch = e, True
         t0 = _clocks()
         self._batches = self.sampler.num_batches(self.sampler.order.numel())
-        sums = torch.zeros(3, dtype=torch.float64, device=st.device)
         for idx in self.sampler:
-            self._step(task, idx, sums)
+            self._step(task, idx)
             # N processes: stop where every rank stops (the flag is reduced with this step's gradients)
             stop = self._stop if self.dp is None else (self.dp.stop_requested and (self._stop or "a signal to another rank"))
-            if stop or (cfg.checkpoint.every and st.step % cfg.checkpoint.every == 0):
-                self._flush(sums, t0)
-                sums.zero_()
+            if stop or self._checkpoint_due(cfg.checkpoint):
+                self._flush(t0)
                 t0 = _clocks()
                 self.save()
                 if stop:
                     raise Interrupted(f"stopped by {stop} at step {st.step}; checkpoint written; resume with: "
                                       f"sparsecl train --resume {self.out}")
-        self._flush(sums, t0)
+        self._flush(t0)
         for c in r.components:
             c.on_epoch_end(st, task)
+        self._log_masks()
         n = int(self.epoch_sums[2])
-        self.log.write({"event": "epoch", "task": task.id, "epoch": e, "step": st.step,
-                        "loss": float(self.epoch_sums[0]) / max(n, 1), "train_acc": 100.0 * float(self.epoch_sums[1]) / max(n, 1),
-                        "examples": n, "epoch_fraction": n / max(st.task_size, 1),
-                        "density": r.engine.densities()["overall"]})
+        record = {"event": "epoch", "task": task.id, "epoch": e, "step": st.step,
+                  "loss": float(self.epoch_sums[0]) / max(n, 1), "train_acc": 100.0 * float(self.epoch_sums[1]) / max(n, 1),
+                  "examples": n, "epoch_fraction": n / max(st.task_size, 1),
+                  "density": r.engine.densities()["overall"]}
+        if r.flops.grad_density is not None:  # DGM: weight-gradient density per layer at the epoch's end
+            record["grad_density"] = r.flops.grad_density.grad_densities()
+        self.log.write(record)
         self.pos.in_epoch = False
         self.pos.epoch = e + 1
+        if self.epoch_lines:
+            self.print(f"task {task.id + 1}/{r.stream.num_tasks} epoch {e + 1}/{r.epochs}: loss "
+                       f"{float(self.epoch_sums[0]) / max(n, 1):.4f}  train acc "
+                       f"{100.0 * float(self.epoch_sums[1]) / max(n, 1):.2f}  step {st.step}/{st.total_steps}")
 
-    def _flush(self, sums: torch.Tensor, t0: tuple[float, float]) -> None:
+    def _checkpoint_due(self, ck) -> bool:  # noqa: ANN001 - CheckpointConfig
+        """Every ``checkpoint.every`` steps, and ``checkpoint.minutes`` of wall time after the last one."""
+        if ck.every and self.state.step % ck.every == 0:
+            return True
+        return ck.minutes > 0 and self._clock() - self._last_save >= 60.0 * ck.minutes
+
+    def _flush(self, t0: tuple[float, float]) -> None:
         wall, cpu = _clocks()
         self.counters["train_time_s"] += wall - t0[0]
         self.counters["train_cpu_time_s"] = self.counters.get("train_cpu_time_s", 0.0) + cpu - t0[1]
-        self.epoch_sums += sums.cpu()
 
-    def _step(self, task, idx: torch.Tensor, sums: torch.Tensor) -> None:  # noqa: ANN001
+    def _step(self, task, idx: torch.Tensor) -> None:  # noqa: ANN001
         r, st = self.run, self.state
         batch = r.method.make_batch(task, idx, r.generators["augment"])
         local = batch if self.dp is None else self.dp.local(batch)  # N processes: this rank's rows
@@ -264,19 +322,43 @@ class Trainer:
         st.step += 1
         if self.dp is not None:
             self.dp.check(self.replicated_state(), st.step)
+        if r.engine.mask_changes:  # a mask update in this step (the engine's or a component's)
+            self._log_masks()
         st.task_step += 1
         st.task_progress = (st.epoch + self.sampler.cursor / max(self._batches, 1)) / r.epochs
         n = len(batch)
         self.counters["examples_processed"] += out.n_forward
         self.counters["data_examples"] += n
         self.counters["steps"] += 1
+        sums = self.epoch_sums
         sums[0] += loss * n
         sums[1] += (out.logits.detach().argmax(1) == batch.y).sum()
         sums[2] += n
         self.progress.update()
         if st.task_step % LOG_EVERY == 0 and self.progress.bar is not None:
-            s = (self.epoch_sums + sums.cpu()).tolist()
+            s = self.epoch_sums.tolist()
             self.progress.postfix(loss=f"{s[0] / max(s[2], 1):.4f}", acc=f"{100 * s[1] / max(s[2], 1):.1f}")
+
+    def _log_masks(self, initial: bool = False) -> None:
+        """One ``mask_update`` record when some mask changed since the last one: per-layer density and
+        turnover |M_old xor M_new| / (|M_old| + |M_new|) (in [0, 1]; the drop fraction of a prune-and-regrow
+        update at constant count). The initial masks (step 0) are logged with ``initial`` and no turnover."""
+        changes = self.run.engine.pop_mask_changes()
+        if not changes:
+            return
+        dens = self.run.engine.densities()
+        record = {"event": "mask_update", "task": self.state.task, "step": self.state.step,
+                  "density": dens["overall"], "layers": dens["layers"]}
+        if initial:
+            record["initial"] = True
+        else:
+            numel = {layer.name: layer.numel for layer in self.run.engine.layers}
+            turnover = {}
+            for name, (dropped, grown) in changes.items():
+                after = round(dens["layers"][name] * numel[name])
+                turnover[name] = (dropped + grown) / max(2 * after + dropped - grown, 1)
+            record["turnover"] = turnover
+        self.log.write(record)
 
     def _evaluate(self, t: int) -> None:
         r = self.run
@@ -294,8 +376,9 @@ class Trainer:
                         "avg_class_il": sum(cil) / len(cil), "avg_task_il": sum(til) / len(til),
                         "density": dens["overall"]})
         self.progress.close()
-        self.print(f"task {t + 1}/{r.stream.num_tasks}: Class-IL {sum(cil) / len(cil):.2f}  Task-IL "
-                   f"{sum(til) / len(til):.2f}  (per task: {' '.join(f'{a:.1f}' for a in cil)})  density {dens['overall']:.4f}")
+        per_task = til if r.stream.scenario == "task-il" else cil
+        self.print(f"task {t + 1}/{r.stream.num_tasks}: {accuracy_line(r.stream.scenario, cil, til)}  (per task: "
+                   f"{' '.join(f'{a:.1f}' for a in per_task)})  density {dens['overall']:.4f}")
 
     def _finish(self) -> dict[str, Any]:
         r = self.run
@@ -307,6 +390,7 @@ class Trainer:
             "forgetting": {k: s["forgetting"] for k, s in scores.items()},
             "bwt": {k: s["bwt"] for k, s in scores.items()},
             "seed": r.cfg.seed,
+            "scenario": r.stream.scenario,
             "evaluated_on": "validation" if r.cfg.validation else "test",
             "config": to_dict(r.cfg),
             "train_time_s": self.counters["train_time_s"],
@@ -334,8 +418,8 @@ class Trainer:
             return summary
         write_json(self.out / "summary.json", summary)
         if r.cfg.checkpoint.keep_model:
-            torch.save(r.model.state_dict(), self.out / "final_model.pt")
-        self.print(format_table(scores))
+            save_torch(r.model.state_dict(), self.out / "final_model.pt")
+        self.print(format_table(scores, r.stream.scenario))
         return summary
 
 
@@ -349,6 +433,9 @@ class _NoLog:
         return 0
 
     def truncate(self, offset: int) -> None:
+        return None
+
+    def close(self) -> None:
         pass
 
 

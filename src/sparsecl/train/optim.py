@@ -34,8 +34,18 @@ def _adamw(params: Iterable, cfg) -> torch.optim.Optimizer:  # noqa: ANN001
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
-def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:  # noqa: ANN001
-    return OPTIMIZERS.get(cfg.optimizer)(model.parameters(), cfg)
+def make_optimizer(model: torch.nn.Module, cfg, own_groups: Iterable[str] = ()) -> torch.optim.Optimizer:  # noqa: ANN001
+    """The configured optimizer over ``model``'s parameters; each parameter named in ``own_groups`` gets a
+    param group of its own (the mask engine scales those groups' learning rates, ``sparsity.lr_scaling``),
+    the rest share one group. Group order: the shared group first, then ``own_groups`` in order."""
+    own = list(dict.fromkeys(own_groups))
+    if not own:
+        return OPTIMIZERS.get(cfg.optimizer)(model.parameters(), cfg)
+    params = dict(model.named_parameters())
+    alone = {id(params[n]) for n in own}
+    rest = [p for p in model.parameters() if id(p) not in alone]
+    groups = ([{"params": rest}] if rest else []) + [{"params": [params[n]]} for n in own]
+    return OPTIMIZERS.get(cfg.optimizer)(groups, cfg)
 
 
 LrFactor = Callable[[float, int], float]  # (position in nominal epochs, nominal epochs per task) -> factor
@@ -74,7 +84,7 @@ class LrSchedule:
 
     def __init__(self, optimizer: torch.optim.Optimizer, cfg, stretch: int = 1) -> None:  # noqa: ANN001
         self.optimizer = optimizer
-        self.base = [g["lr"] for g in optimizer.param_groups]
+        self.base = [g["lr"] for g in optimizer.param_groups]  # before any ``lr_scale`` (the mask engine's)
         self.factor = LR_SCHEDULES.get(cfg.lr_schedule)(cfg)
         self.constant = cfg.lr_schedule == "constant"
         self.epochs, self.stretch = cfg.epochs, stretch
@@ -89,5 +99,5 @@ class LrSchedule:
         f = self.factor(self.position(epoch, done), self.epochs)
         if not self.constant:
             for g, base in zip(self.optimizer.param_groups, self.base):
-                g["lr"] = base * f
+                g["lr"] = base * g.get("lr_scale", 1.0) * f
         return self.base[0] * f

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
 from sparsecl.continual.methods import CL_METHODS
 from sparsecl.continual.methods.rehearsal import RehearsalMethod
+from sparsecl.continual.replay import der_term
 from sparsecl.data.batch import Batch
 from sparsecl.contract import StepOutput
 
@@ -19,11 +18,11 @@ class DER(RehearsalMethod):
     options = RehearsalMethod.options + ("alpha",)
 
     def compute_loss(self, batch: Batch) -> StepOutput:
-        if self.buffer.empty:
+        if not self.replays(batch):
             logits = self.model(batch.x)
             return StepOutput(self.current_loss(logits, batch, self.cfg.masked_head), logits, len(batch))
         rep = self.replay(self.replay_size(batch))
         logits, out = self.forward_parts(batch.x, rep.x)
         cur = self.current_loss(logits, batch, self.cfg.masked_head)
-        replay = self.cfg.alpha * F.mse_loss(out, rep.logits)
+        replay = der_term(out, rep.logits, self.cfg.alpha)
         return StepOutput(cur + replay, logits, len(batch) + rep.y.shape[0], parts={"current": cur, "buffer": replay})

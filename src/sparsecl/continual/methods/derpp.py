@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
 from sparsecl.continual.methods import CL_METHODS
 from sparsecl.continual.methods.rehearsal import RehearsalMethod
+from sparsecl.continual.replay import derpp_terms
 from sparsecl.data.batch import Batch
 from sparsecl.contract import StepOutput
 
@@ -25,13 +24,13 @@ class DERpp(RehearsalMethod):
     options = RehearsalMethod.options + ("alpha", "beta")
 
     def compute_loss(self, batch: Batch) -> StepOutput:
-        if self.buffer.empty:
+        if not self.replays(batch):
             logits = self.model(batch.x)
             return StepOutput(self.current_loss(logits, batch, self.cfg.masked_head), logits, len(batch))
         m = self.replay_size(batch)
         r1, r2 = self.replay(m), self.replay(m)
         logits, o1, o2 = self.forward_parts(batch.x, r1.x, r2.x)
         cur = self.current_loss(logits, batch, self.cfg.masked_head)
-        replay = self.cfg.alpha * F.mse_loss(o1, r1.logits) + self.cfg.beta * F.cross_entropy(o2, r2.y)
+        replay = derpp_terms(o1, r1.logits, o2, r2.y, self.cfg.alpha, self.cfg.beta)
         n = len(batch) + r1.y.shape[0] + r2.y.shape[0]
         return StepOutput(cur + replay, logits, n, parts={"current": cur, "buffer": replay})

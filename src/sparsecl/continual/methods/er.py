@@ -23,7 +23,7 @@ class ER(RehearsalMethod):
 
     def compute_loss(self, batch: Batch) -> StepOutput:
         b = len(batch)
-        if self.buffer.empty:
+        if not self.replays(batch):
             logits = self.model(batch.x)
             return StepOutput(self.current_loss(logits, batch, self.cfg.masked_head), logits, b)
         rep = self.replay(self.replay_size(batch))

@@ -49,7 +49,7 @@ class ERACE(RehearsalMethod):
         if batch.task > 0:
             masked = logits.masked_fill(~ace_keep(present, self.seen), float("-inf"))
         cur, n = self.current_loss(masked, batch, self.cfg.masked_head), len(batch)
-        if batch.task == 0 or self.buffer.empty:
+        if batch.task == 0 or not self.replays(batch):  # ER-ACE never replays in the first task
             return StepOutput(cur, logits, n)
         rep = self.replay(self.replay_size(batch))
         replay = F.cross_entropy(self.model(rep.x), rep.y)

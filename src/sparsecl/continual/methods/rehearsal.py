@@ -37,7 +37,7 @@ class RehearsalMethod(ContinualMethod):
     """
 
     store_logits = False
-    options: tuple[str, ...] = ("buffer_size", "buffer_policy", "replay_batch_size", "masked_head")
+    options: tuple[str, ...] = ("buffer_size", "buffer_policy", "replay_batch_size", "masked_head", "replay_from_task")
 
     def __init__(self, model: torch.nn.Module, cfg: Any, ctx: MethodContext) -> None:
         super().__init__(model, cfg, ctx)
@@ -77,6 +77,12 @@ class RehearsalMethod(ContinualMethod):
         return batch_size + self.replay_draws * (self.cfg.replay_batch_size or batch_size)
 
     # -- replay -----------------------------------------------------------------------------------
+    def replays(self, batch: Batch) -> bool:
+        """Whether this step draws from the buffer: it holds something and the batch's task is at least
+        ``replay_from_task`` (0: from the first task on, as mammoth; 1: from the second, as the SparCL
+        release, whose buffer fills during task 0 but is first replayed in task 1)."""
+        return not self.buffer.empty and batch.task >= self.cfg.replay_from_task
+
     def replay_size(self, batch: Batch) -> int:
         """``replay_batch_size``, or the current batch's size when it is 0."""
         return self.cfg.replay_batch_size or len(batch)

@@ -80,7 +80,8 @@ class XDERCE(RehearsalMethod):
     store_logits = True
     replay_draws = 2
     needs_new_classes = True  # its heads are per task
-    options: tuple[str, ...] = ("buffer_size", "replay_batch_size", "alpha", "beta", "gamma", "eta", "margin")
+    options: tuple[str, ...] = ("buffer_size", "replay_batch_size", "alpha", "beta", "gamma", "eta", "margin",
+                                "replay_from_task")
 
     def __init__(self, model: torch.nn.Module, cfg: Any, ctx: MethodContext) -> None:
         super().__init__(model, cfg, ctx)
@@ -101,7 +102,8 @@ class XDERCE(RehearsalMethod):
     def compute_loss(self, batch: Batch) -> StepOutput:
         t, n_tasks, cfg = batch.task, self.cols.shape[0], self.cfg
         cur, n = self.cols[t], len(batch)
-        if self.buffer.empty:
+        replaying = self.replays(batch)
+        if not replaying:
             logits = self.model(batch.x)
         else:
             m = self.replay_size(batch)
@@ -111,7 +113,7 @@ class XDERCE(RehearsalMethod):
         stream = F.cross_entropy(mask_to_classes(logits, tuple(self._tasks(t, n_tasks).tolist())), batch.y)
         loss = stream
         bad_rows, good_rows = [], []
-        if not self.buffer.empty:
+        if replaying:
             loss = loss + cfg.alpha * F.mse_loss(o1, r1.logits)
             past = tuple(self._tasks(0, max(t, 1)).tolist())
             loss = loss + cfg.beta * F.cross_entropy(mask_to_classes(o2, past), r2.y)
