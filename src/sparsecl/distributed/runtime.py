@@ -70,6 +70,12 @@ class Dist:
             tdist.all_reduce(t)
         return t
 
+    def any_(self, flags: torch.Tensor) -> torch.Tensor:
+        """Elementwise OR of a bool tensor over the ranks (a new tensor; the input on one process)."""
+        if not self.active:
+            return flags
+        return self.sum_(flags.to(torch.int32)) > 0
+
     def reduce_grads(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
         """sum_r w_r g_r of per-rank gradients of this step (one flat all-reduce); new tensors."""
         if not self.active or not grads:
