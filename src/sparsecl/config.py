@@ -96,6 +96,10 @@ class TrainConfig:
                                    "fresh pages every step; process-wide, see sparsecl.train.memory)", default=True)
     eval_batch_size: int = helpfield("evaluation batch size", default=1000)
     progress: bool = helpfield("show a progress bar", default=True)
+    nproc: int | None = helpfield("data-parallel processes on this machine, started as torchrun would (none: as "
+                                  "launched; under torchrun leave it unset); batch_size stays the global batch", default=None)
+    debug_sync: bool = helpfield("several processes: compare masks, weights, buffer and every component's state "
+                                 "across ranks after every step; stop on the first difference", default=False)
     log: tuple[str, ...] = helpfield("loggers beside metrics.jsonl, comma-separated: csv, tensorboard, wandb "
                                      "(sparsecl.loggers)", default=())
     # sections
@@ -133,6 +137,8 @@ class TrainConfig:
             raise ValueError(f"hidden widths must be >= 1, got {list(self.hidden)}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 (or none), got {self.grad_clip}")
+        if self.nproc is not None and self.nproc < 1:
+            raise ValueError(f"nproc must be >= 1, got {self.nproc}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.lr_schedule == "step" and not self.lr_step_epochs:
