@@ -13,6 +13,7 @@ import weakref
 import torch
 
 from sparsecl.contract import StepOutput
+from sparsecl.distributed import current as current_dist
 
 
 def current_grads(out: StepOutput, params: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -21,7 +22,8 @@ def current_grads(out: StepOutput, params: list[torch.Tensor]) -> list[torch.Ten
     current = out.parts["current"] if out.parts and "current" in out.parts else out.loss
     grads = torch.autograd.grad(current, params, retain_graph=True, allow_unused=True)
     out.extra_backward += 1
-    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+    # N processes: the group's current-data gradient, as the loop's backward is reduced (sparsecl.distributed)
+    return current_dist().reduce_grads([torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)])
 
 
 def has_buffer_part(out: StepOutput) -> bool:

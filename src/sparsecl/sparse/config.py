@@ -47,10 +47,11 @@ class SparsityConfig:
                           "unit's squared sum: its activation variance at init) | dense (kept as initialised: "
                           "the RigL paper's setting)", default="rescale")
     lr_scaling: str = helpfield("per-sparse-layer learning-rate factor from the layer's initial density d: auto "
-                                "(sqrt, but none under ewc_on/si, whose quadratic penalty bounds the stable lr) | "
-                                "sqrt (1/sqrt(d)) | inverse (1/d) | none (the RigL paper's setting); capped at "
-                                "lr_scale_max", default="auto")
-    lr_scale_max: float = helpfield("largest lr factor lr_scaling may give a layer", default=4.0)
+                                "(inverse, but none under ewc_on/si, whose quadratic penalty bounds the stable lr) | "
+                                "sqrt (1/sqrt(d)) | inverse (1/d) | none (the RigL paper's setting); capped by "
+                                "lr_max", default="auto")
+    lr_max: float = helpfield("largest effective learning rate, lr x factor / (1 - SGD momentum), lr_scaling may "
+                              "give a sparse layer (8x the default lr); a factor never goes below 1", default=0.24)
     execution: str = helpfield("how sparse layers compute in training: auto (CSR kernels per layer where the "
                                "fitted cost model says they are faster) | csr | masked (dense weight x mask)",
                                default="auto")
@@ -92,8 +93,8 @@ class SparsityConfig:
             raise ValueError(f"sparsity needs 0 <= gmp_begin < gmp_end <= 1, got {self.gmp_begin}, {self.gmp_end}")
         if not 0 <= self.drop_fraction <= 1:
             raise ValueError(f"sparsity.drop_fraction must be in [0, 1], got {self.drop_fraction}")
-        if not self.lr_scale_max >= 1:
-            raise ValueError(f"sparsity.lr_scale_max must be >= 1, got {self.lr_scale_max}")
+        if not self.lr_max > 0:
+            raise ValueError(f"sparsity.lr_max must be > 0, got {self.lr_max}")
         if not 0 < self.gmp_initial_density <= 1:
             raise ValueError(f"sparsity.gmp_initial_density must be in (0, 1], got {self.gmp_initial_density}")
         if self.grad_accumulation > self.delta_t:

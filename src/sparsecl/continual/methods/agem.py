@@ -13,6 +13,7 @@ from sparsecl.continual.methods import CL_METHODS
 from sparsecl.continual.methods.rehearsal import RehearsalMethod
 from sparsecl.data.batch import Batch
 from sparsecl.contract import StepOutput
+from sparsecl.distributed import current as current_dist
 
 
 def agem_project(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -77,7 +78,7 @@ class AGEM(RehearsalMethod):
             rep = self.replay(self.cfg.agem_batch, among=past)
             params, masks = self._params()
             ref = torch.autograd.grad(F.cross_entropy(self.model(rep.x), rep.y), params, allow_unused=True)
-            self._ref = _flat(ref, params, masks)
+            self._ref = current_dist().reduce_grads([_flat(ref, params, masks)])[0]  # N processes: the group's r
             n += rep.y.shape[0]
         return StepOutput(loss, logits, n)
 

@@ -13,9 +13,10 @@ import torch
 
 from sparsecl.continual.base import ContinualMethod, MethodContext
 from sparsecl.continual.buffer import Buffer, BufferItems, BufferPolicy
+from sparsecl.contract import StepOutput
 from sparsecl.data.batch import Batch
 from sparsecl.data.stream import Task
-from sparsecl.contract import StepOutput
+from sparsecl.distributed import current as current_dist
 
 
 def spawn_generator(parent: torch.Generator, device: torch.device) -> torch.Generator:
@@ -85,9 +86,17 @@ class RehearsalMethod(ContinualMethod):
 
     def replay(self, n: int, among: torch.Tensor | None = None) -> BufferItems:
         """min(n, held) buffer examples drawn without replacement (with ``among``: from those slots only);
-        ``x`` is their TRAINING view (augmented, normalised float), the rest as stored."""
+        ``x`` is their TRAINING view (augmented, normalised float), the rest as stored.
+
+        On N processes every rank draws (and augments) the same global draw from the shared generator and
+        keeps its rows of it (``Dist.rows``): replay minibatches are split across ranks like the batch."""
         items = self.buffer.get(self.buffer.sample(n, self.ctx.generator, among))
-        return items._replace(x=self.ctx.transform.train(items.x, self.ctx.generator))
+        items = items._replace(x=self.ctx.transform.train(items.x, self.ctx.generator))
+        dist = current_dist()
+        if not dist.active:
+            return items
+        rows = dist.rows(items.y.shape[0])
+        return BufferItems(*(None if t is None else t[rows] for t in items))
 
     # -- buffer updates ---------------------------------------------------------------------------
     def after_step(self, state: Any, batch: Batch, out: StepOutput) -> None:
