@@ -30,7 +30,7 @@ class WandbLogger(Logger):
             self.run = self._wandb.init(
                 project=os.environ.get("WANDB_PROJECT", "sparsecl"), name=self.out.name, dir=str(self.out),
                 id=id_file.read_text().strip(), resume="allow", config=self.config,
-                mode=os.environ.get("WANDB_MODE", "offline"), reinit="create_new")
+                mode=os.environ.get("WANDB_MODE", "offline"))
         return self.run
 
     def write(self, record: dict[str, Any]) -> None:

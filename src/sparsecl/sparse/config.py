@@ -62,7 +62,10 @@ class SparsityConfig:
     def __post_init__(self) -> None:
         choices("sparsity.method", self.method, ["auto", *SPARSE_METHODS.names()])
         if self.method == "auto" and self.density == 1.0:
-            self.method = "dense"  # "auto" below density 1 is resolved by the run's config (SparCL's TDM)
+            self.method = "dense"
+        elif self.method == "auto":  # a run's config gives sparcl.tdm=true the method magnitude before this
+            raise ValueError(f"sparsity.density={self.density} needs a sparse-training method: set sparsity.method "
+                             "(static, magnitude, snip, set, snfs, rigl, gmp, lth) or sparcl.tdm=true")
         choices("sparsity.distribution", self.distribution, DISTRIBUTIONS.names())
         choices("sparsity.drop_schedule", self.drop_schedule, DROP_SCHEDULES.names())
         choices("sparsity.pattern", self.pattern, MASK_PATTERNS.names())
