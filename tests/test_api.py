@@ -256,7 +256,7 @@ def test_derived_settings_are_explicit_printed_and_in_the_summary(tmp_path):
              "checkpoint.keep_model": False}
     cfg = make_config(sparsecl.TrainConfig, given)
     assert {d["key"]: (d["given"], d["value"]) for d in cfg.derived} == {
-        "sparsity.lr_scaling": ("auto", "sqrt"), "sparsity.method": ("auto", "magnitude"),
+        "sparsity.lr_scaling": ("auto", "inverse"), "sparsity.method": ("auto", "magnitude"),
         "sparsity.layers": ("all", "sparcl"), "continual.masked_head": (None, True), "sparcl.dgm_ratio": (None, 0.84)}
     assert make_config(sparsecl.TrainConfig, to_dict(cfg)).derived == []  # resolved: nothing left to derive
     assert cfg.resolve() == []
