@@ -33,10 +33,8 @@ def _keys_help() -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from sparsecl.config import TrainConfig
     from sparsecl.configtools import ConfigError, load_file, make_config, to_dict
-    from sparsecl.fileio import atomic_write
-    from sparsecl.train import checkpoint, runfolder
-    from sparsecl.train.build import build_run
-    from sparsecl.train.loop import Interrupted, Trainer
+    from sparsecl.distributed import launch, runtime
+    from sparsecl.train import runfolder
 
     if args.keys:
         print(_keys_help())
@@ -45,11 +43,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         from sparsecl.loggers.base import require
 
         require("matplotlib", "report", "train --report")
+    cfg = None
     if args.resume:
         if args.overrides or args.config or args.check:
             raise ConfigError("--resume takes the run's own config; give no config file, key=value overrides or --check")
         out = Path(args.resume)
-        lock = runfolder.open_existing(out, note=_note)
+        nproc, device = launch.run_settings(out)
     else:
         cfg = make_config(TrainConfig, load_file(args.config) if args.config else None, args.overrides)
         if args.check:
@@ -58,39 +57,79 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0
         out = Path(args.out) if args.out else Path("runs") / _default_name(cfg)
-        runfolder.check_new(out, args.overwrite)  # fail before the data is loaded
+        nproc, device = cfg.nproc, cfg.device
+    if launch.should_spawn(nproc):  # nproc=N: torchrun's launcher in this process, N workers
+        if cfg is not None:
+            runfolder.check_new(out, args.overwrite)  # fail before any worker starts
+        return launch.spawn(nproc, launch.child_argv(args.argv, str(out)))
+    dist = runtime.init(device)
+    try:
+        return _train(args, cfg, Path(dist.broadcast_object(str(out))), dist)  # a default name holds the time
+    finally:
+        runtime.teardown()
+
+
+def _train(args: argparse.Namespace, cfg, out: Path, dist) -> int:  # noqa: ANN001 - TrainConfig | None, Dist
+    """Train (or resume) in this process; under several processes rank 0 alone locks and writes ``out``."""
+    import contextlib
+
+    from sparsecl.config import TrainConfig
+    from sparsecl.configtools import make_config, to_dict
+    from sparsecl.distributed import launch
+    from sparsecl.fileio import atomic_write
+    from sparsecl.train import checkpoint, runfolder
+    from sparsecl.train.build import build_run
+    from sparsecl.train.loop import Interrupted, Trainer
+
+    main = dist.is_main
+    say = print if main else _silent
+    note = _note if main else _silent
+    if cfg is not None:
+        launch.check_world(cfg.nproc, dist)
+        if main:
+            runfolder.check_new(out, args.overwrite)  # fail before the data is loaded
         run = build_run(cfg)
-        lock = runfolder.open_new(out, args.overwrite, note=_note)
+        lock = runfolder.open_new(out, args.overwrite, note=note) if main else contextlib.nullcontext()
+    else:
+        lock = runfolder.open_existing(out, note=note) if main else contextlib.nullcontext()
+    dist.barrier()
     with lock:
         if args.resume:
-            ck = checkpoint.load(out, note=_note)
+            ck = checkpoint.load(out, note=note)
             cfg = make_config(TrainConfig, ck["config"])
+            launch.check_world(cfg.nproc, dist)
             done = int(ck["position"]["task"])
-            if done >= cfg.tasks:
-                print(f"{out} is finished ({done} of {cfg.tasks} tasks trained); its results are in "
-                      f"{out}/summary.json. Nothing to resume; to train it again, start it with --overwrite")
+            if done >= cfg.tasks or (out / "summary.json").is_file():  # summary.json: written when a run ends
+                say(f"{out} is finished ({cfg.tasks} of {cfg.tasks} tasks trained); its results are in "
+                    f"{out}/summary.json. Nothing to resume; to train it again, start it with --overwrite")
                 return 0
             run = build_run(cfg)
             trainer = Trainer(run, out)
             trainer.load_checkpoint_state(ck)
-            print(f"resuming {out} at task {trainer.pos.task + 1}, epoch {trainer.pos.epoch + 1}, step "
-                  f"{trainer.state.step} (of {cfg.tasks} tasks)")
+            say(f"resuming {out} at task {trainer.pos.task + 1}, epoch {trainer.pos.epoch + 1}, step "
+                f"{trainer.state.step} (of {cfg.tasks} tasks)")
         else:
             import yaml
 
-            atomic_write(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            if main:
+                atomic_write(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
             trainer = Trainer(run, out)
         try:
             trainer.fit()
         except Interrupted as e:
-            print(str(e), file=sys.stderr)
+            if main:
+                print(str(e), file=sys.stderr)
             return 130
-    print(f"results in {out}/ (summary.json, metrics.jsonl, config.yaml)")
-    if args.report:
+    say(f"results in {out}/ (summary.json, metrics.jsonl, config.yaml)")
+    if args.report and main:
         from sparsecl.report import report
 
         print(f"report: {report([out], out / 'report')[0]}")
     return 0
+
+
+def _silent(*args: object, **kwargs: object) -> None:
+    pass
 
 
 def _note(line: str) -> None:
@@ -177,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                                                         "(a warning instead of an error)")
     p.set_defaults(func=cmd_compare)
 
-    from sparsecl.export.cli import add_export_commands
+    from sparsecl.export_cli import add_export_commands
 
     add_export_commands(sub)
     from sparsecl.report.cli import add_report_command
@@ -196,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                                "`sparsecl train --keys` lists them)")
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what ``nproc=N`` hands to its workers
     return _run(args)
 
 
@@ -206,13 +246,15 @@ def _run(args: argparse.Namespace) -> int:
 
     from sparsecl.configtools import ConfigError
     from sparsecl.data.dataset import DataError
+    from sparsecl.distributed.check import DivergenceError
     from sparsecl.registry import UnknownNameError
     from sparsecl.train.checkpoint import CheckpointError
     from sparsecl.train.meters import NumericalFault
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, UnknownNameError, CheckpointError, NumericalFault, ValueError) as e:
+    except (ConfigError, DataError, UnknownNameError, CheckpointError, NumericalFault, DivergenceError,
+            ValueError) as e:
         if os.environ.get("SPARSECL_DEBUG"):
             raise
         print(f"sparsecl {args.command}: error: {e}", file=sys.stderr)

@@ -72,6 +72,7 @@ def summarize(class_il: Matrix, task_il: Matrix) -> dict[str, dict[str, Any]]:
 def evaluate(
     model: torch.nn.Module, stream: Stream, transform: BatchTransform, upto_task: int, batch_size: int,
     scores: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Test accuracy (percent) on tasks 0..upto_task: (Class-IL, Task-IL).
 
@@ -81,6 +82,9 @@ def evaluate(
     Class-IL: argmax over all logits. Task-IL: argmax over the task's own classes (``mask_to_classes``);
     for Domain-IL every task owns every class, so Task-IL equals Class-IL. Runs in eval mode and restores
     the model's previous mode; one host sync per call.
+
+    ``reduce`` (several processes, each evaluating its share of every test split): sums the float64
+    [tasks, 3] table of (Class-IL correct, Task-IL correct, examples) over the processes.
     """
     if not 0 <= upto_task < stream.num_tasks:
         raise ValueError(f"upto_task must be in [0, {stream.num_tasks - 1}], got {upto_task}")
@@ -92,6 +96,9 @@ def evaluate(
         model.train(was_training)
     correct = torch.stack([c for c, _ in counts]).double().cpu()  # [tasks, 2]: Class-IL, Task-IL
     total = torch.tensor([n for _, n in counts], dtype=torch.float64).view(-1, 1)
+    if reduce is not None:
+        table = reduce(torch.cat([correct, total], 1))
+        correct, total = table[:, :2], table[:, 2:]
     acc = 100.0 * correct / total
     return acc[:, 0].tolist(), acc[:, 1].tolist()
 

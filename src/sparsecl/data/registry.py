@@ -298,6 +298,9 @@ class InMemoryDataset:
         return []
 
     def how_to_get(self) -> str:
+        return f"register_dataset({self.name!r}, ...) in the process that uses it (it lives in memory)"
+
+    def how_to_get(self) -> str:
         return f"registered from tensors by sparsecl.register_dataset({self.name!r}, ...) in this process"
 
 

@@ -21,6 +21,8 @@ from sparsecl.configtools import to_dict
 from sparsecl.continual.metrics import accuracy_line, evaluate, format_table, summarize
 from sparsecl.contract import LoopState
 from sparsecl.data.loader import EpochSampler, make_batch
+from sparsecl.distributed import current as current_dist
+from sparsecl.distributed.step import REFUSED_METHODS, DataParallel
 from sparsecl.fileio import save_torch
 from sparsecl.train import checkpoint
 from sparsecl.train.build import Run
@@ -28,6 +30,10 @@ from sparsecl.train.logging import Progress, open_log, write_json
 from sparsecl.train.meters import check_loss
 
 LOG_EVERY = 25  # steps between progress-bar refreshes (each costs one host sync)
+# Each generator's state is saved once: these two by the object drawing from them (their state dicts are
+# complete on their own), the rest in the checkpoint's "generators" (the method's and SparCL's parts leave
+# the generators they were given to the run).
+SAVED_BY_OWNER = {"masks": "engine", "data": "sampler"}
 MIN_STEPS_PER_EPOCH = 20  # fewer optimizer steps per epoch of a task: warn (e.g. digits at batch 128: 12)
 
 
@@ -74,19 +80,31 @@ class Position:
 class Trainer:
     def __init__(self, run: Run, out_dir: Path, *, stream_out: Any = print, warn_out: Any = None) -> None:
         self.run = run
-        self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.print = stream_out
-        self.warn = warn_out or (lambda line: print(line, file=sys.stderr))
         cfg = run.cfg
+        # N processes (torchrun): every rank trains, rank 0 alone writes the run folder (sparsecl.distributed)
+        self.dist = current_dist()
+        self.dp = DataParallel(self.dist, run.model, run.optimizer, cfg.debug_sync) if self.dist.active else None
+        if self.dp is not None and cfg.continual.method in REFUSED_METHODS:
+            raise ValueError(f"method={cfg.continual.method} cannot train on several processes: "
+                             f"{REFUSED_METHODS[cfg.continual.method]}; run it with one process")
+        self.main = self.dist.is_main
+        self.out = Path(out_dir)
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.print = stream_out if self.main else (lambda *a, **k: None)
+        self.warn = (warn_out or (lambda line: print(line, file=sys.stderr))) if self.main else (lambda line: None)
         self.state = LoopState(run.model, run.optimizer, run.stream, next(run.model.parameters()).device,
-                               total_steps=sum(run.plan), epochs_per_task=run.epochs)
+                               total_steps=sum(run.plan), epochs_per_task=run.epochs,
+                               weight_masks=lambda: run.engine.masks)
         self.sampler = EpochSampler(cfg.batch_size, run.generators["data"], cfg.drop_last)
         self.pos = Position()
-        self.log = open_log(self.out, cfg.log, to_dict(cfg))
-        self.progress = Progress(cfg.progress)
+        self.log = open_log(self.out, cfg.log, to_dict(cfg)) if self.main else _NoLog()
+        self.progress = Progress(cfg.progress and self.main)
         # where no bar is seen (output to a file or a pipe): one line per epoch instead
-        self.epoch_lines = cfg.progress and not (self.progress.enabled and sys.stdout.isatty())
+        self.epoch_lines = self.main and cfg.progress and not (self.progress.enabled and sys.stdout.isatty())
+        # settings the config derived (``TrainConfig.resolve``); a resumed run's config is already resolved,
+        # so the list comes back from the checkpoint
+        self.derived = [dict(d) for d in getattr(cfg, "derived", [])]
         self.acc = {"class_il": [], "task_il": []}
         self.counters = {"train_time_s": 0.0, "eval_time_s": 0.0, "examples_processed": 0, "data_examples": 0,
                          "steps": 0}
@@ -112,12 +130,18 @@ class Trainer:
             "model": r.model.state_dict(),
             "optimizer": r.optimizer.state_dict(),
             "engine": r.engine.state_dict(),
-            "components": [c.state_dict() for c in r.components],
+            "components": r.components.state_dict(),  # by name
             "sampler": self.sampler.state_dict(),
-            "generators": {k: g.get_state() for k, g in r.generators.items()},
+            "generators": {k: g.get_state() for k, g in r.generators.items() if k not in SAVED_BY_OWNER},
             "metrics": {"acc": self.acc, "counters": self.counters, "epoch_sums": self.epoch_sums.cpu(),
-                        "log_offset": self.log.offset(), "began": self._began},
+                        "log_offset": self.log.offset(), "began": self._began, "derived": self.derived},
         }
+
+    def replicated_state(self) -> dict[str, Any]:
+        """What every rank must hold bit-identically (``debug_sync`` compares it): the checkpoint less its
+        config and per-process metrics."""
+        state = self.checkpoint_state()
+        return {k: v for k, v in state.items() if k not in ("config", "metrics")}
 
     def load_checkpoint_state(self, ck: dict[str, Any]) -> None:
         r = self.run
@@ -133,8 +157,7 @@ class Trainer:
         r.model.load_state_dict(ck["model"])
         r.optimizer.load_state_dict(ck["optimizer"])
         r.engine.load_state_dict(ck["engine"])
-        for c, sd in zip(r.components, ck["components"], strict=True):
-            c.load_state_dict(sd)
+        r.components.load_state_dict(_by_name(ck["components"], r.components.names()))
         sd = dict(ck["sampler"])
         if sd["order"] is not None:
             sd["order"] = sd["order"].to(dev)
@@ -143,12 +166,15 @@ class Trainer:
             r.generators[k].set_state(s)
         m = ck["metrics"]
         self.acc, self.counters, self._began = m["acc"], m["counters"], m["began"]
+        self.derived = m.get("derived", self.derived)  # older checkpoints: none recorded
         self.epoch_sums = m["epoch_sums"].to(dev)
         note = self.log.truncate(m["log_offset"])
         if note:
             self.print(note)
 
     def save(self) -> None:
+        if not self.main:  # every rank holds the same state: rank 0's checkpoint is the group's
+            return
         t0 = time.perf_counter()
         path = checkpoint.save(self.checkpoint_state(), self.out)
         self._last_save = self._clock()
@@ -191,6 +217,8 @@ class Trainer:
 
         r.engine.begin(closure)
         self._began = True
+        for d in self.derived:  # what the config derived from other settings (also in summary.json)
+            self.print(f"derived {d['key']}={d['value']} (given {d['given']}): {d['why']}")
         self._log_masks(initial=True)
         for line in startup_warnings(r):  # after begin: the masks' density is known
             self.warn(line)
@@ -212,6 +240,8 @@ class Trainer:
                 self._run_epoch(task, e)
         for c in r.components:
             c.on_task_end(st, task)
+        if self.dp is not None:
+            self.dp.adopt_main(r.method)  # task-end work (exemplars, after-task fills) as rank 0 did it
         self._log_masks()
         self._evaluate(t)
         self.pos = Position(task=t + 1)
@@ -233,12 +263,14 @@ class Trainer:
         self._batches = self.sampler.num_batches(self.sampler.order.numel())
         for idx in self.sampler:
             self._step(task, idx)
-            if self._stop or self._checkpoint_due(cfg.checkpoint):
+            # N processes: stop where every rank stops (the flag is reduced with this step's gradients)
+            stop = self._stop if self.dp is None else (self.dp.stop_requested and (self._stop or "a signal to another rank"))
+            if stop or self._checkpoint_due(cfg.checkpoint):
                 self._flush(t0)
                 t0 = _clocks()
                 self.save()
-                if self._stop:
-                    raise Interrupted(f"stopped by {self._stop} at step {st.step}; checkpoint written; resume with: "
+                if stop:
+                    raise Interrupted(f"stopped by {stop} at step {st.step}; checkpoint written; resume with: "
                                       f"sparsecl train --resume {self.out}")
         self._flush(t0)
         for c in r.components:
@@ -273,25 +305,33 @@ class Trainer:
     def _step(self, task, idx: torch.Tensor) -> None:  # noqa: ANN001
         r, st = self.run, self.state
         batch = r.method.make_batch(task, idx, r.generators["augment"])
+        local = batch if self.dp is None else self.dp.local(batch)  # N processes: this rank's rows
         r.lr_schedule.apply(st.epoch, (self.sampler.cursor - 1) / max(self._batches, 1))
         for p in self._params:  # optimizer.zero_grad(set_to_none=True) without its profiler wrapping
             p.grad = None
         for c in r.components:
-            c.before_forward(st, batch)
-        out = r.method.compute_loss(batch)
-        loss = check_loss(out.loss, r.model, st.step, task.id, batch.x)
+            c.before_forward(st, local)
+        out = r.method.compute_loss(local)
+        if self.dp is None:
+            loss = check_loss(out.loss, r.model, st.step, task.id, batch.x)
         for c in r.components:
-            c.before_backward(st, batch, out)
+            c.before_backward(st, local, out)
         out.loss.backward()
+        if self.dp is not None:  # gradients, counts, stop flag reduced; the global loss checked on every rank
+            loss = check_loss(self.dp.sync(out, self._stop is not None), r.model, st.step, task.id, local.x)
         for c in r.components:
-            c.after_backward(st, batch, out)
+            c.after_backward(st, local, out)
         if r.cfg.grad_clip is not None:
             r.engine.mask_grads()  # the norm of what the optimizer applies: inactive weights' gradients are 0
             torch.nn.utils.clip_grad_norm_(r.model.parameters(), r.cfg.grad_clip)
         r.engine.step()
+        if self.dp is not None:  # after_step sees the global batch and every rank's logits
+            out = self.dp.gather_out(batch, out)
         for c in r.components:
             c.after_step(st, batch, out)
         st.step += 1
+        if self.dp is not None:
+            self.dp.check(self.replicated_state(), st.step)
         if r.engine.mask_changes:  # a mask update in this step (the engine's or a component's)
             self._log_masks()
         st.task_step += 1
@@ -333,7 +373,11 @@ class Trainer:
     def _evaluate(self, t: int) -> None:
         r = self.run
         t0 = time.perf_counter()
-        cil, til = evaluate(r.model, r.stream, r.transform, t, r.cfg.eval_batch_size, r.method.eval_logits)
+        if self.dp is None:
+            cil, til = evaluate(r.model, r.stream, r.transform, t, r.cfg.eval_batch_size, r.method.eval_logits)
+        else:  # each rank its share of every test split, correct counts summed
+            cil, til = evaluate(r.model, self.dp.eval_stream(r.stream), r.transform, t, r.cfg.eval_batch_size,
+                                r.method.eval_logits, reduce=self.dp.eval_reduce(self.state.device))
         self.counters["eval_time_s"] += time.perf_counter() - t0
         self.acc["class_il"].append(cil)
         self.acc["task_il"].append(til)
@@ -358,6 +402,7 @@ class Trainer:
             "seed": r.cfg.seed,
             "scenario": r.stream.scenario,
             "evaluated_on": "validation" if r.cfg.validation else "test",
+            "derived": self.derived,
             "config": to_dict(r.cfg),
             "train_time_s": self.counters["train_time_s"],
             "eval_time_s": self.counters["eval_time_s"],
@@ -378,11 +423,43 @@ class Trainer:
             summary["distill"] = {"teacher": r.cfg.distill.teacher, **r.distill.report()}
         if torch.cuda.is_available() and self.state.device.type == "cuda":
             summary["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        summary["distributed"] = ({"world_size": 1, "backend": "none"} if self.dp is None
+                                  else self.dp.report(self.counters, r.cfg.batch_size))
+        if not self.main:
+            return summary
         write_json(self.out / "summary.json", summary)
         if r.cfg.checkpoint.keep_model:
             save_torch(r.model.state_dict(), self.out / "final_model.pt")
         self.print(format_table(scores, r.stream.scenario))
         return summary
+
+
+def _by_name(saved: dict[str, Any] | list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """Component state by name. Checkpoints written before components had names hold a list in the
+    order they ran, which is the order of ``names`` (the run's config decides both); a list of another
+    length cannot be matched and is refused."""
+    if isinstance(saved, dict):
+        return saved
+    if len(saved) != len(names):
+        raise checkpoint.CheckpointError(f"the checkpoint stores {len(saved)} components by position, this run has "
+                                         f"{len(names)} ({', '.join(names)}): it cannot be matched; start the run again")
+    return dict(zip(names, saved))
+
+
+class _NoLog:
+    """metrics.jsonl of a rank other than 0: it writes nothing (rank 0 logs the group's figures)."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def offset(self) -> int:
+        return 0
+
+    def truncate(self, offset: int) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
 
 
 TIMING_KEYS = ("train_time_s", "eval_time_s", "wall_time_s", "train_cpu_time_s", "cpu_time_s", "peak_rss_mb",

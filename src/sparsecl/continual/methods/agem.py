@@ -13,6 +13,7 @@ from sparsecl.continual.methods import CL_METHODS
 from sparsecl.continual.methods.rehearsal import RehearsalMethod
 from sparsecl.data.batch import Batch
 from sparsecl.contract import StepOutput
+from sparsecl.distributed import current as current_dist
 
 
 def agem_project(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -57,10 +58,14 @@ class AGEM(RehearsalMethod):
     def __init__(self, model: torch.nn.Module, cfg: Any, ctx: MethodContext) -> None:
         super().__init__(model, cfg, ctx)
         self._ref: torch.Tensor | None = None  # flat reference gradient of the current step
+        self._weight_masks: dict[str, torch.Tensor] = {}  # this step's weight masks (``state.weight_masks``)
+
+    def before_forward(self, state: Any, batch: Batch) -> None:
+        self._weight_masks = state.weight_masks()  # masks change only in the step, after the backward
 
     def _params(self) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
         """Trainable parameters and their weight masks (None: dense), in model order."""
-        masks = self.ctx.weight_masks()
+        masks = self._weight_masks
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         return [p for _, p in named], [masks.get(n) for n, _ in named]
 
@@ -73,7 +78,7 @@ class AGEM(RehearsalMethod):
             rep = self.replay(self.cfg.agem_batch, among=past)
             params, masks = self._params()
             ref = torch.autograd.grad(F.cross_entropy(self.model(rep.x), rep.y), params, allow_unused=True)
-            self._ref = _flat(ref, params, masks)
+            self._ref = current_dist().reduce_grads([_flat(ref, params, masks)])[0]  # N processes: the group's r
             n += rep.y.shape[0]
         return StepOutput(loss, logits, n)
 

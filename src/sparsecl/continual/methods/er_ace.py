@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from sparsecl.continual.base import MethodContext
 from sparsecl.continual.methods import CL_METHODS
 from sparsecl.continual.methods.rehearsal import RehearsalMethod
+from sparsecl.distributed import current as current_dist
 from sparsecl.data.batch import Batch
 from sparsecl.contract import StepOutput
 
@@ -43,6 +44,7 @@ class ERACE(RehearsalMethod):
 
     def compute_loss(self, batch: Batch) -> StepOutput:
         present = torch.zeros_like(self.seen).index_fill_(0, batch.y, True)
+        present = current_dist().any_(present)  # N processes: the classes of the whole global batch
         self.seen |= present
         logits = self.model(batch.x)
         masked = logits
