@@ -130,8 +130,10 @@ def _check_state_round_trip(name, policy, method, model, ctx):
     """A fresh method loading the state behaves exactly like the original from there on."""
     model2 = copy.deepcopy(model)
     method2, _, ctx2 = _setup(name, policy, model=model2)
-    ctx2.generator.manual_seed(12345)  # a different RNG state that load_state_dict must overwrite
-    method2.load_state_dict(method.state_dict())
+    ctx2.generator.manual_seed(12345)  # a different RNG state, which the caller restores (as the run does:
+    method2.load_state_dict(method.state_dict())  # ctx.generator is the caller's, saved with its generators)
+    assert "generator" not in method.state_dict()  # saved once, by the run, not by the method too
+    ctx2.generator.set_state(ctx.generator.get_state())
     task = ctx.stream.tasks[1]
     for m in (method, method2):
         m.on_task_start(None, task)

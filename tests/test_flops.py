@@ -20,12 +20,11 @@ from sparsecl.sparse.flops import (
     TrainFlopsCounter,
     dense_forward_flops,
     flop_counter_forward,
-    gmp_average_density_flops,
-    gmp_sparsity,
     inference_flops,
     profile_layers,
-    train_flops_per_step,
 )
+
+from flops_reference import gmp_average_density_flops, gmp_sparsity, train_flops_per_step
 
 # ----------------------------------------------------------------------------------------------------
 # ResNet-50, ImageNet form, torchvision's architecture (v1.5: stride on the 3x3 conv), no torchvision

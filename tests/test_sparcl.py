@@ -14,7 +14,8 @@ from sparsecl.data.batch import Batch
 from sparsecl.kernels.execution import ExecutionFlags
 from sparsecl.sparcl.config import SparclConfig
 from sparsecl.sparcl.ddr import DynamicDataRemoval
-from sparsecl.sparcl.dgm import DynamicGradientMasking, topk_mask
+from sparsecl.sparcl.dgm import DynamicGradientMasking
+from sparsecl.sparse.masks import topk_mask
 from sparsecl.sparcl.tdm import TaskAwareDynamicMasking, task_events
 from sparsecl.sparse.flops import profile_layers
 from sparsecl.train.build import build_run
@@ -363,10 +364,11 @@ def test_dgm_never_keeps_a_zero_score_gradient():
 def test_topk_mask_among_ranks_only_the_given_entries():
     score = torch.tensor([[9.0, 1.0, 5.0], [7.0, 3.0, 8.0]])
     among = torch.tensor([1, 2, 4, 5])  # flat indices: scores 1, 5, 3, 8
-    assert topk_mask(score, 2, among).tolist() == [[False, False, True], [False, False, True]]
-    assert topk_mask(score, 9, among).flatten().nonzero().flatten().tolist() == [1, 2, 4, 5]  # at most all
-    assert topk_mask(score, 2).tolist() == [[True, False, False], [False, False, True]]  # no among: all ranked
-    assert not topk_mask(score, 0, among).any()
+    g = torch.Generator().manual_seed(0)
+    assert topk_mask(score, 2, g, among).tolist() == [[False, False, True], [False, False, True]]
+    assert topk_mask(score, 9, g, among).flatten().nonzero().flatten().tolist() == [1, 2, 4, 5]  # at most all
+    assert topk_mask(score, 2, g).tolist() == [[True, False, False], [False, False, True]]  # no among: all ranked
+    assert not topk_mask(score, 0, g, among).any()
 
 
 def test_sparcl_runs_resolve_masked_head_and_dgm_ratio():

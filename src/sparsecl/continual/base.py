@@ -101,7 +101,7 @@ class ContinualMethod(Component):
     # -- shared helpers ---------------------------------------------------------------------------
     def current_loss(self, logits: torch.Tensor, batch: Batch, masked_head: bool) -> torch.Tensor:
         """Cross-entropy on current data; with ``masked_head`` the logits of classes outside the current
-        task are set to -inf first (SparCL's ``--use_cl_mask``; spec/SPARCL.md)."""
+        task are set to -inf first (SparCL's ``--use_cl_mask``)."""
         if masked_head:
             logits = mask_to_classes(logits, self.ctx.stream.tasks[batch.task].classes)
         return F.cross_entropy(logits, batch.y)

@@ -1,6 +1,6 @@
 """The rehearsal buffer: preallocated device tensors, filled by a policy (reservoir by default).
 
-What it stores per slot (spec/CONTINUAL.md, "Buffer"): the NON-augmented uint8 input (replay re-applies the
+What it stores per slot (as mammoth's buffer): the NON-augmented uint8 input (replay re-applies the
 training transform), the label, the task id and, for DER/DER++, the logits seen when the example was stored.
 
 Policies (``BUFFER_POLICIES``):

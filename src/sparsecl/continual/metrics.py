@@ -1,4 +1,4 @@
-"""Continual-learning metrics over the accuracy matrix, and per-task evaluation (spec/CONTINUAL.md).
+"""Continual-learning metrics over the accuracy matrix, and per-task evaluation (mammoth's definitions).
 
 R[i][j] is the test accuracy (percent) on task j after training task i. Rows may be ragged (row i holding
 tasks 0..i, as the loop evaluates only seen tasks) or square; entries R[i][j] with j > i are never used.

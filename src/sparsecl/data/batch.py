@@ -1,4 +1,4 @@
-"""The data contract of one training step (see spec/CONTINUAL.md, "Data contract")."""
+"""The data contract of one training step (what the loop, the methods and the SparCL parts exchange)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Streams of tasks over one dataset: class-, task- and domain-incremental splits.
 
 A single task (``tasks=1``) is the degenerate stream: ordinary training runs through the same loop.
-Scenarios follow spec/CONTINUAL.md: Class-IL and Task-IL share the class split (Task-IL additionally
-masks the logits outside the example's task at test time); Domain-IL keeps the label space and changes
+Scenarios (van de Ven & Tolias 2019, "Three scenarios for continual learning"): Class-IL and Task-IL
+share the class split (Task-IL additionally masks the logits outside the example's task at test time); Domain-IL keeps the label space and changes
 the input distribution per task (a fixed pixel permutation, or a fixed rotation angle).
 """
 

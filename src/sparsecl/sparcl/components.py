@@ -40,7 +40,7 @@ def build_sparcl(cfg, model: torch.nn.Module, engine, method, stream, generator:
         names = [layer.name for layer in engine.layers] or [s.name for s in select_layers(model, sc.layers, False, False)]
         params = dict(model.named_parameters())
         dgm = DynamicGradientMasking.from_config(sc, {n: params[n] for n in names}, engine if engine.layers else None,
-                                                 split=split)
+                                                 split=split, generator=generator)
         parts.components["dgm"] = dgm
         parts.grad_density = dgm
     return parts

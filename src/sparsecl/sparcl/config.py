@@ -1,4 +1,4 @@
-"""SparCL's three switches and their schedules (spec/SPARCL.md). Times are fractions of a task."""
+"""SparCL's three switches and their schedules (Wang et al., NeurIPS 2022). Times are fractions of a task."""
 
 from __future__ import annotations
 

@@ -26,27 +26,18 @@ import torch
 
 from sparsecl.data.batch import Batch
 from sparsecl.sparcl.gradsplit import GradientSplit, has_buffer_part
+from sparsecl.sparse.masks import topk_mask
 from sparsecl.contract import Component, LoopState, StepOutput
-
-
-def topk_mask(score: torch.Tensor, keep: int, among: torch.Tensor | None = None) -> torch.Tensor:
-    """Bool mask of the ``keep`` largest entries of ``score`` (ties as torch.topk breaks them); with
-    ``among`` (flat indices) only those entries are ranked and at most all of them kept."""
-    mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
-    flat = score.reshape(-1)
-    if among is not None:
-        keep = min(keep, among.numel())
-        if keep > 0:
-            mask[among[torch.topk(flat[among], keep, sorted=False).indices]] = True
-    elif keep > 0:
-        mask[torch.topk(flat, keep, sorted=False).indices] = True
-    return mask.view_as(score)
 
 
 class DynamicGradientMasking(Component):
     def __init__(self, params: dict[str, torch.nn.Parameter], ratio: float, interval: int,
-                 alpha: float, beta: float, engine: Any = None, split: GradientSplit | None = None) -> None:
+                 alpha: float, beta: float, engine: Any = None, split: GradientSplit | None = None,
+                 generator: torch.Generator | None = None) -> None:
         self.params = params
+        # breaks ties of the top-k (the caller's to save; rarely drawn from: scores are float gradients)
+        device = next(iter(params.values())).device if params else torch.device("cpu")
+        self.generator = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
         # the current-task gradient, shared with TDM when both run (one extra backward per step)
         self.split = split if split is not None else GradientSplit({})
         self.split.register(params)
@@ -65,12 +56,13 @@ class DynamicGradientMasking(Component):
 
     @classmethod
     def from_config(cls, cfg: Any, params: dict[str, torch.nn.Parameter], engine: Any = None,
-                    split: GradientSplit | None = None) -> "DynamicGradientMasking":
+                    split: GradientSplit | None = None,
+                    generator: torch.Generator | None = None) -> "DynamicGradientMasking":
         """From ``SparclConfig``'s ``dgm_*`` fields (``dgm_ratio`` must be set: ``TrainConfig`` derives it)."""
         if cfg.dgm_ratio is None:
             raise ValueError("sparcl.dgm_ratio is unset: give it (the run's config derives 1 - 0.8 x density)")
         return cls(params, cfg.dgm_ratio, cfg.dgm_interval, cfg.dgm_alpha_g, cfg.dgm_beta_g, engine=engine,
-                   split=split)
+                   split=split, generator=generator)
 
     def refresh_due(self) -> bool:
         return not self.masks or self.since >= self.interval or self.scored_under != self._mask_version()
@@ -129,7 +121,7 @@ class DynamicGradientMasking(Component):
                 # but for a few (95 % of the layer at 95 % sparsity), so it keeps no zero-score gradient.
                 active = self._active_index(name, weights[name])
                 among = active[score.reshape(-1)[active] > 0]
-            self.masks[name] = topk_mask(score, keep, among).to(p.dtype)
+            self.masks[name] = topk_mask(score, keep, self.generator, among).to(p.dtype)
         self._gcur = None
         self.since = 0
         self.refreshes += 1

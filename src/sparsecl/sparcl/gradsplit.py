@@ -1,8 +1,8 @@
 """The current-task and buffer gradients of one step, separately, at the cost of one extra backward.
 
-SparCL's importance scores (spec/SPARCL.md) weight the gradient of the current-task loss L~(D_t) and of
-the buffer loss L(M) differently. The loop back-propagates their sum; on the few steps where a score is
-needed we first take ``g_cur = d parts["current"] / dw`` with ``retain_graph=True``; after the loop's
+SparCL's importance scores (Wang et al., NeurIPS 2022, Sec. 3.1 and 3.3) weight the gradient of the
+current-task loss L~(D_t) and of the buffer loss L(M) differently. The loop back-propagates their sum; on
+the few steps where a score is needed we first take ``g_cur = d parts["current"] / dw`` with ``retain_graph=True``; after the loop's
 backward ``g_buf = g_total - g_cur``. Methods without a buffer have ``g_buf = 0``.
 """
 

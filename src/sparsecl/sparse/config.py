@@ -22,7 +22,7 @@ LR_SCALINGS = ("auto", "sqrt", "inverse", "none")  # see MaskEngine._scale_learn
 
 @dataclass
 class SparsityConfig:
-    """Sparse training: RigL and its family (spec/SPARSE_TRAINING.md)."""
+    """Sparse training: RigL (Evci et al., ICML 2020) and its family (``sparse/methods/``)."""
 
     method: str = helpfield("auto (dense at density 1) | dense | static | magnitude | snip | set | snfs | rigl | gmp | lth | small_dense", default="auto")
     density: float = helpfield("target fraction of active weights over the sparse layers, in (0, 1]", default=1.0)

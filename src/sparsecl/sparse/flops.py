@@ -22,7 +22,8 @@ cross-checked against it (``flop_counter_forward``).
 With this count, RigL's ResNet-50 table (tests/test_flops.py) comes out as: dense 8.18 GFLOPs; uniform
 80 % / 90 % (stem dense) 0.223x / 0.126x; ERK 80 % / 90 % (all layers in the ERK solve) 0.414x / 0.242x;
 SNFS ERK 80 % train 0.609x; RigL_5x uniform 80 % 1.128x (published 1.14x: the MicroNet extras above
-give 1.1396); GMP 80 % 0.569x (see ``gmp_average_density_flops`` for the published 0.56x).
+give 1.1396); GMP 80 % 0.569x (published 0.56x; the closed forms the tests check the counter against are
+in tests/flops_reference.py).
 
 This module stands alone: densities are plain ``{"<module>.weight": density}`` mappings.
 """
@@ -31,14 +32,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sparsecl.registry import Registry
-from sparsecl.sparse.schedule import cubic_sparsity
 
 _COUNTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _PHASES = ("forward", "grad_input", "grad_weight")
@@ -314,137 +313,11 @@ class TrainFlopsCounter:
         self._layers = {p: {k: float(layers[p][k]) for k in _PHASES} for p in self._layers}
 
 
-# ----------------------------------------------------------------------------------------------------
-# closed forms (RigL appendix H), used to cross-check the per-step counter
-
-
-StepFlops = Callable[[float, float, int], float]
-STEP_FLOPS: Registry[StepFlops] = Registry("training FLOPs formula")
-
-
-def _fixed_sparse(f_s: float, f_d: float, delta_t: int) -> float:
-    return 3.0 * f_s  # forward, gradient to activations, gradient to weights, all sparse
-
-
-for _name in ("static", "set", "snip"):
-    STEP_FLOPS.register(_name)(_fixed_sparse)
-
-
-@STEP_FLOPS.register("dense")
-def _dense(f_s: float, f_d: float, delta_t: int) -> float:
-    return 3.0 * f_d
-
-
-@STEP_FLOPS.register("snfs")
-def _snfs(f_s: float, f_d: float, delta_t: int) -> float:
-    return 2.0 * f_s + f_d  # the momentum of the dense gradient is needed every step
-
-
-@STEP_FLOPS.register("rigl")
-def _rigl(f_s: float, f_d: float, delta_t: int) -> float:
-    # delta_t sparse steps and one update step whose weight gradient is dense, averaged:
-    # (3 f_S dT + 2 f_S + f_D) / (dT + 1)
-    return (3.0 * f_s * delta_t + 2.0 * f_s + f_d) / (delta_t + 1)
-
-
-def train_flops_per_step(method: str, f_s: float, f_d: float, *, delta_t: int = 100) -> float:
-    """Average training FLOPs per example and step (RigL appendix H).
-
-    static/set/snip: 3 f_S; snfs: 2 f_S + f_D; rigl: (3 f_S dT + 2 f_S + f_D) / (dT + 1); dense: 3 f_D.
-    As in the paper, RigL's formula is applied to every step of training although its updates stop at
-    T_end (for ResNet-50 uniform 80 %, counting 3 f_S after T_end = 75 % would turn RigL_5x's 1.128x of
-    dense into 1.125x). A run M times longer ("RigL_Mx") costs M times the per-step value times the
-    steps of a 1x run. For GMP see ``gmp_average_density_flops``.
-    """
-    step = STEP_FLOPS.get(method)
-    if not 0.0 <= f_s <= f_d:
-        raise ValueError(f"need 0 <= f_s <= f_d, got f_s={f_s}, f_d={f_d}")
-    if int(delta_t) != delta_t or delta_t < 1:
-        raise ValueError(f"delta_t must be a positive integer, got {delta_t!r}")
-    return step(float(f_s), float(f_d), int(delta_t))
-
-
-def gmp_sparsity(
-    step: int,
-    *,
-    final_sparsity: float,
-    begin_step: int,
-    end_step: int,
-    frequency: int,
-    initial_sparsity: float = 0.0,
-) -> float:
-    """Sparsity of gradual magnitude pruning at ``step`` (Zhu & Gupta, 2017):
-
-        s_t = s_f + (s_0 - s_f) (1 - (t_k - t_0) / (t_end - t_0))^3
-
-    where t_k is the last pruning step <= t on the grid t_0, t_0 + dT, ..., t_end (the mask only changes
-    there). s_0 before t_0, s_f from t_end on.
-    """
-    if not 0 <= begin_step < end_step or frequency < 1 or (end_step - begin_step) % frequency:
-        raise ValueError(
-            "need 0 <= begin_step < end_step with end_step - begin_step a multiple of frequency >= 1; "
-            f"got begin_step={begin_step}, end_step={end_step}, frequency={frequency}"
-        )
-    if step < begin_step:
-        return initial_sparsity
-    t_k = end_step if step >= end_step else begin_step + (step - begin_step) // frequency * frequency
-    return cubic_sparsity(t_k, initial_sparsity, final_sparsity, begin_step, end_step)
-
-
-def gmp_average_density_flops(
-    f_d: float,
-    f_s: float,
-    *,
-    total_steps: int,
-    final_sparsity: float,
-    begin_step: int,
-    end_step: int,
-    frequency: int,
-    initial_sparsity: float = 0.0,
-) -> float:
-    """Mean forward FLOPs per example over steps 0..total_steps-1 of a GMP run (training per step is 3x).
-
-    ``f_s`` is the forward at ``final_sparsity``. Every pruned layer shares the sparsity s_t (layers kept
-    dense are in both f_d and f_s), so the forward is linear in s_t:
-        f(s) = f_D - s / s_f * (f_D - f_S)
-    and the mean over steps is f at the mean sparsity, summed exactly over every step of the
-    piecewise-constant schedule of ``gmp_sparsity``.
-
-    Reference check (ResNet-50, uniform 80 % with the stem dense; RigL's colab: 32000 steps, pruning at
-    steps 10000, 11000, ..., 25000): this exact mean is 0.569x of dense. The published 0.56x is the
-    colab's average of 33 samples at steps 0, 1000, ..., 32000, whose last sample lies one step past the
-    end of training and adds one extra sample at s_f (0.559x with our count).
-    """
-    if not 0.0 <= initial_sparsity < final_sparsity <= 1.0:
-        raise ValueError(
-            f"need 0 <= initial_sparsity < final_sparsity <= 1, got {initial_sparsity}, {final_sparsity}"
-        )
-    if not 0.0 <= f_s <= f_d:
-        raise ValueError(f"need 0 <= f_s <= f_d, got f_s={f_s}, f_d={f_d}")
-    if total_steps < end_step:
-        raise ValueError(f"total_steps ({total_steps}) must reach end_step ({end_step})")
-
-    def sparsity(step: int) -> float:
-        return gmp_sparsity(
-            step, final_sparsity=final_sparsity, begin_step=begin_step, end_step=end_step,
-            frequency=frequency, initial_sparsity=initial_sparsity,
-        )
-
-    # the schedule is constant between pruning steps: one value per run [a, b) of equal steps
-    bounds = sorted({0, *range(begin_step, end_step, frequency), end_step, total_steps})
-    mean_sparsity = sum((b - a) * sparsity(a) for a, b in zip(bounds, bounds[1:])) / total_steps
-    return f_d - mean_sparsity / final_sparsity * (f_d - f_s)
-
-
 __all__ = [
     "LayerCost",
-    "STEP_FLOPS",
     "TrainFlopsCounter",
     "dense_forward_flops",
     "flop_counter_forward",
-    "gmp_average_density_flops",
-    "gmp_sparsity",
     "inference_flops",
     "profile_layers",
-    "train_flops_per_step",
 ]

@@ -53,8 +53,14 @@ def _extreme(flat: torch.Tensor, k: int, generator: torch.Generator, largest: bo
     return torch.cat([beyond, tied[pick]])
 
 
-def topk_mask(score: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """Mask of the ``k`` largest entries of ``score`` (clamped to [0, numel]); ties broken at random."""
+def topk_mask(score: torch.Tensor, k: int, generator: torch.Generator,
+              among: torch.Tensor | None = None) -> torch.Tensor:
+    """Mask of the ``k`` largest entries of ``score`` (clamped to [0, numel]); ties broken at random. With
+    ``among`` (flat indices) only those entries are ranked, and at most all of them kept."""
+    if among is not None:
+        mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
+        mask[among[topk_mask(score.reshape(-1)[among], k, generator)]] = True
+        return mask.view(score.shape)
     flat = score.reshape(-1)
     n = flat.numel()
     k = max(0, min(int(k), n))

@@ -1,5 +1,5 @@
 """``sparsecl compare``: one table over finished runs, runs that differ only in their seed folded into one
-row with mean +- std (spec/CONTINUAL.md: "Report mean +- std over seeds").
+row with mean +- std over seeds.
 
 * Run identity: two folders whose resolved configs agree on every key, the seed included, hold the same
   run (a killed-and-resumed copy, a copied folder): counted once, never as a second seed.

@@ -66,7 +66,7 @@ def check_loss(loss: torch.Tensor, model: torch.nn.Module, step: int, task: int,
 
 
 class FlopsMeter(Component):
-    """Charges training FLOPs per step, RigL/SparCL convention (spec/SPARCL.md "Training FLOPs").
+    """Charges training FLOPs per step, RigL/SparCL convention (``sparse/flops.py``).
 
     Forward and activation-gradient FLOPs at the active densities, weight-gradient FLOPs at the
     gradient densities (DGM; at the weight densities on DGM's refresh steps, which score the whole active
