@@ -74,7 +74,7 @@ def end_to_end(dtype: torch.dtype, epochs: int) -> dict:
     from sparsecl.config import TrainConfig
     from sparsecl.configtools import make_config
     from sparsecl.continual.metrics import evaluate
-    from sparsecl.export.cli import CastInputs
+    from sparsecl.export_cli import CastInputs
     from sparsecl.kernels.gpu import sparsify_for_gpu
     from sparsecl.train.build import build_run
     from sparsecl.train.loop import Trainer

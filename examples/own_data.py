@@ -35,7 +35,7 @@ for name, idx in split.items():
         Image.fromarray(images[i].numpy(), mode="L").save(folder / f"{i:04d}.png")
 sparsecl.register_image_folder("digits-png", root, mode="L")
 
-config = {"model": "mlp", "epochs": 10, "batch_size": 32, "lr": 0.1, "momentum": 0.9, "augment": "none",
+config = {"model": "mlp", "epochs": 10, "augment": "none",
           "sparsity.method": "rigl", "sparsity.density": 0.1, "sparsity.delta_t": 25, "progress": False}
 for name in ("my-digits", "digits-png"):
     with tempfile.TemporaryDirectory() as out:

@@ -29,5 +29,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-# torch==2.13.0 is pinned in pyproject.toml: pip takes the CPU wheel that lies on this kind of machine.
+# The tested torch first (pyproject.toml only asks torch>=2.4, so the package installs beside any recent
+# torch); pip takes the CPU wheel that lies on this kind of machine. Then the package and its test extras.
+.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'

@@ -142,23 +142,15 @@ def _no_checkpoint_yet(tmp):  # noqa: ANN001, ANN202
 
 
 def _export(tmp, name, mutate):  # noqa: ANN001, ANN202
-    import hashlib
-    import json
     from pathlib import Path
 
-    from sparsecl import cli
-    from sparsecl.export.format import _PREAMBLE
+    from datafiles import resign_export
 
-    run = _trained_run(tmp)
+    from sparsecl import cli
+
     f = Path(tmp) / f"{name}.spcl"
-    assert cli.main(["export", str(run), "--output", str(f)]) == 0
-    data = f.read_bytes()
-    magic, version, hlen, _ = _PREAMBLE.unpack_from(data)
-    header = json.loads(data[_PREAMBLE.size:_PREAMBLE.size + hlen])
-    mutate(header)
-    raw = json.dumps(header).encode()
-    f.write_bytes(_PREAMBLE.pack(magic, version, len(raw), hashlib.sha256(raw).digest()) + raw
-                  + data[_PREAMBLE.size + hlen:])
+    assert cli.main(["export", str(_trained_run(tmp)), "--output", str(f)]) == 0
+    f.write_bytes(resign_export(f.read_bytes(), mutate))
     return ["eval", str(f)]
 
 

@@ -220,3 +220,21 @@ WRITERS: dict[str, Callable[..., Written]] = {
     "tiny-imagenet": write_tiny_imagenet,
     "digits": write_digits,
 }
+
+
+# --- sparsecl's own export format, edited and re-signed (tests of what lies behind the checksums) -----------
+EXPORT_PREAMBLE = struct.Struct("<8sIQ32s")  # magic, version, header length, header sha256 (export/format.py)
+
+
+def resign_export(data: bytes, mutate: Callable[[dict], Any]) -> bytes:
+    """``data`` (an export file's bytes) with ``mutate`` applied to its JSON header, re-signed: a file whose
+    checksums pass over a malformed header."""
+    import hashlib
+    import json
+
+    magic, version, hlen, _ = EXPORT_PREAMBLE.unpack_from(data)
+    header = json.loads(data[EXPORT_PREAMBLE.size:EXPORT_PREAMBLE.size + hlen])
+    mutate(header)
+    raw = json.dumps(header).encode()
+    return (EXPORT_PREAMBLE.pack(magic, version, len(raw), hashlib.sha256(raw).digest()) + raw
+            + data[EXPORT_PREAMBLE.size + hlen:])

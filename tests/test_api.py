@@ -76,7 +76,15 @@ def test_array_dataset_from_float_grey_tensors():
         sparsecl.ArrayDataset.from_tensors("t", x * 2, torch.zeros(6).long(), x, torch.zeros(6).long())
 
 
-def test_register_dataset_by_name_and_twice_refused():
+@pytest.fixture
+def registry(monkeypatch):
+    """The dataset registry as it was: names registered by a test are gone afterwards."""
+    from sparsecl.data.registry import DATASETS
+
+    monkeypatch.setattr(DATASETS, "_entries", dict(DATASETS._entries))
+
+
+def test_register_dataset_by_name_and_twice_refused(registry):
     x = torch.zeros(4, 1, 2, 2, dtype=torch.uint8)
     ds = sparsecl.ArrayDataset.from_tensors("mine", x, torch.tensor([0, 1, 0, 1]), x, torch.tensor([1, 0, 1, 0]))
     sparsecl.register_dataset("test-api-mine", lambda: ds)
@@ -92,7 +100,7 @@ def _png(path, value, size=(3, 3)):
     Image.new("L", size, value).save(path)
 
 
-def test_image_folder_reads_labels_by_sorted_class_folder(tmp_path):
+def test_image_folder_reads_labels_by_sorted_class_folder(tmp_path, registry):
     pytest.importorskip("PIL")
     for split in ("train", "test"):
         _png(tmp_path / split / "b" / "1.png", 200)
@@ -189,3 +197,70 @@ def test_train_from_python_refuses_a_foreign_folder_and_resume_continues_the_run
     assert summary["config"]["sparsity"]["method"] == "set" and any("task 1/1" in line for line in lines)
     again = resume(tmp_path / "run", stream_out=lambda line: None)  # finished: nothing left, same results
     assert again["acc_matrix"] == summary["acc_matrix"]
+
+
+def test_the_run_declares_one_ordered_pipeline_and_a_wrong_order_is_refused():
+    from sparsecl.configtools import make_config
+    from sparsecl.train.build import PIPELINE_ORDER, build_run
+
+    cfg = make_config(sparsecl.TrainConfig, {"dataset": "digits", "tasks": 2, "method": "derpp", "buffer_size": 50,
+                                             "sparsity.density": 0.2, "sparcl.tdm": True, "sparcl.ddr": True,
+                                             "sparcl.dgm": True, "progress": False})
+    run = build_run(cfg)
+    assert run.components.names() == ["method", "execution", "tdm", "ddr", "dgm", "flops"]
+    parts = dict(run.components.components)
+    swapped = {k: parts[k] for k in ("method", "execution", "dgm", "ddr", "tdm", "flops")}
+    with pytest.raises(ValueError, match="wrong order"):
+        sparsecl.Pipeline(swapped, PIPELINE_ORDER)
+    # TDM and DGM share one gradient split: a step on which both score takes ONE extra backward
+    tdm, dgm = parts["tdm"], parts["dgm"]
+    assert tdm.split is dgm.split
+    model = run.model
+    x = run.stream.dataset.x_train[:8].float().div(255)
+    tdm.on_task_start(run_state := sparsecl.LoopState(model, run.optimizer, None, torch.device("cpu"), 10), None)
+    logits = model(x)
+    cur, buf = F.cross_entropy(logits, torch.zeros(8, dtype=torch.long)), logits.pow(2).mean()
+    out = sparsecl.StepOutput(cur + buf, logits, 8, parts={"current": cur, "buffer": buf})
+    run_state.task_progress = 0.1  # TDM's first cycle is due (it collects gradients); DGM has no masks yet
+    tdm.before_backward(run_state, None, out)
+    dgm.before_backward(run_state, None, out)
+    assert out.extra_backward == 1
+    assert all(a is b for a, b in zip(tdm._pending_gcur, dgm._gcur, strict=True))
+
+
+def test_tdm_queries_are_pure():
+    sc = sparsecl.SparclConfig(tdm=True, tdm_interval=0.2, tdm_freeze=0.5)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    engine = sparsecl.MaskEngine(model, opt, sparsecl.SparsityConfig(method="magnitude", density=0.5), 10)
+    engine.begin()
+    tdm = sparsecl.TaskAwareDynamicMasking(engine, sc, torch.Generator().manual_seed(0))
+    state = sparsecl.LoopState(model, opt, None, torch.device("cpu"), 10)
+    tdm.on_task_start(state, None)
+    state.task_progress = 0.45  # the cycle at 0.2 and at 0.4 are due: 0.2 is superseded
+    keys = ("next_event", "collected", "log")
+    before = copy.deepcopy({k: tdm.state_dict()[k] for k in keys})
+    assert tdm._due(state).at == pytest.approx(0.4)
+    assert not tdm.needs_dense_grad(state)
+    assert {k: tdm.state_dict()[k] for k in keys} == before  # queries changed nothing
+    tdm._skip(state)  # an acting hook commits the skip: logged once
+    tdm._skip(state)
+    assert [e for e in tdm.log if e.get("skipped")] == [{"task": 0, "event": "cycle", "at": 0.2, "skipped": True}]
+
+
+def test_derived_settings_are_explicit_printed_and_in_the_summary(tmp_path):
+    from sparsecl.configtools import make_config, to_dict
+
+    given = {"dataset": "digits", "tasks": 2, "epochs": 1, "method": "derpp", "buffer_size": 50,
+             "sparsity.density": 0.2, "sparcl.tdm": True, "sparcl.dgm": True, "progress": False,
+             "checkpoint.keep_model": False}
+    cfg = make_config(sparsecl.TrainConfig, given)
+    assert {d["key"]: (d["given"], d["value"]) for d in cfg.derived} == {
+        "sparsity.lr_scaling": ("auto", "sqrt"), "sparsity.method": ("auto", "magnitude"),
+        "sparsity.layers": ("all", "sparcl"), "continual.masked_head": (None, True), "sparcl.dgm_ratio": (None, 0.84)}
+    assert make_config(sparsecl.TrainConfig, to_dict(cfg)).derived == []  # resolved: nothing left to derive
+    assert cfg.resolve() == []
+    lines = []
+    summary = sparsecl.train(cfg, tmp_path / "run", stream_out=lines.append)
+    assert summary["derived"] == cfg.derived
+    assert "derived sparsity.layers=sparcl (given all): TDM sparsifies sparcl.layers" in lines

@@ -33,21 +33,29 @@ def fit(overrides: list[str], tmp_path, name: str = "run", **kw) -> tuple[dict, 
 # -- 1. sparse defaults that learn ------------------------------------------------------------------------
 def test_sparse_defaults_rescale_and_scale_the_lr_of_sparse_layers():
     cfg = make_config(TrainConfig, None, ["dataset=digits", *RIGL])
-    assert (cfg.batch_size, cfg.sparsity.init, cfg.sparsity.lr_scaling) == (32, "rescale", "sqrt")
+    assert (cfg.batch_size, cfg.sparsity.init, cfg.sparsity.lr_scaling) == (32, "rescale", "inverse")
     # a quadratic anchor penalty bounds the stable lr: no factor there
     assert make_config(TrainConfig, None, [*RIGL, "method=ewc_on"]).sparsity.lr_scaling == "none"
     run = build_run(cfg)
     run.engine.begin(None)
     for layer in run.engine.layers:
         (group,) = [g for g in run.optimizer.param_groups if any(p is layer.param for p in g["params"])]
-        factor = min(4.0, (layer.numel / layer.count) ** 0.5)
+        factor = min(0.24 / cfg.lr, layer.numel / layer.count)  # lr_max 0.24: 8x the default lr
         assert group["params"] == [layer.param] and group["lr"] == pytest.approx(cfg.lr * factor)
         assert run.engine.lr_factors[layer.name] == pytest.approx(factor)
     shared = run.optimizer.param_groups[0]
     assert shared["lr"] == cfg.lr and "lr_scale" not in shared  # biases: the configured lr
-    capped = build_run(make_config(TrainConfig, None, ["dataset=digits", *RIGL, "sparsity.lr_scaling=inverse"]))
-    capped.engine.begin(None)
-    assert max(capped.engine.lr_factors.values()) == 4.0  # ERK leaves a layer at d ~ 0.06: 1/d capped
+    assert max(run.engine.lr_factors.values()) == pytest.approx(8.0)  # ERK leaves d ~ 0.06: 1/d capped
+    sqrt = build_run(make_config(TrainConfig, None, ["dataset=digits", *RIGL, "sparsity.lr_scaling=sqrt"]))
+    sqrt.engine.begin(None)
+    assert sqrt.engine.lr_factors == {layer.name: pytest.approx((layer.numel / layer.count) ** 0.5)
+                                      for layer in run.engine.layers}
+    # the cap is on the effective step lr / (1 - momentum): at lr 0.1 + momentum 0.9 nothing is scaled,
+    # at lr 0.1 without momentum at most 2.4x
+    for extra, cap in ((["lr=0.1", "momentum=0.9"], 1.0), (["lr=0.1"], 2.4)):
+        r = build_run(make_config(TrainConfig, None, ["dataset=digits", *RIGL, *extra]))
+        r.engine.begin(None)
+        assert max(r.engine.lr_factors.values()) == pytest.approx(cap)
 
 
 def test_lr_factors_survive_a_schedule_and_a_resume(tmp_path):
@@ -199,7 +207,8 @@ def test_datasets_says_how_to_get_each_missing_set(monkeypatch, capsys):
     for name in DATASETS:
         assert f"  {name}: {DATASETS.get(name).how_to_get()}" in out
     assert "download=true" in DATASETS.get("mnist").how_to_get()
-    assert DATASETS.get("digits").how_to_get().startswith("pip install scikit-learn")
+    digits = DATASETS.get("digits")
+    assert digits.how_to_get().startswith(digits.install_hint) and "scikit-learn" in digits.install_hint
     assert "apt-get install dataset-fashion-mnist" in DATASETS.get("fashion-mnist").how_to_get()
 
 
@@ -235,6 +244,12 @@ def test_resume_of_a_finished_run_says_it_is_finished(tmp_path, capsys):
     said = capsys.readouterr().out
     assert said.startswith(f"{out} is finished (2 of 2 tasks trained)") and "resuming" not in said
     assert (out / "summary.json").read_text() == before
+    clock = tmp_path / "clock"  # no checkpoint at the task ends: the last one is mid-run, the run is still done
+    assert cli.main(["train", *D, "epochs=2", "checkpoint.at_task_end=false", "checkpoint.every=20",
+                     "--out", str(clock)]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(clock)]) == 0
+    assert capsys.readouterr().out.startswith(f"{clock} is finished (1 of 1 tasks trained)")
 
 
 # -- 11. device=auto ----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from sparsecl.export import (
 )
 from sparsecl.export.layouts import INDEX_CODES, LAYOUTS, index_stream
 from sparsecl.models import create_model, reset_parameters
+from datafiles import resign_export
 
 PREAMBLE = struct.Struct("<8sIQ32s")
 
@@ -75,13 +76,7 @@ def _header(path: Path) -> tuple[dict, int]:
 
 def _rewrite_header(path: Path, mutate) -> None:
     """Apply ``mutate`` to the header and re-sign it: a well-formed checksum over a malformed header."""
-    data = path.read_bytes()
-    magic, version, hlen, _ = PREAMBLE.unpack_from(data)
-    header = json.loads(data[PREAMBLE.size:PREAMBLE.size + hlen])
-    mutate(header)
-    raw = json.dumps(header).encode()
-    path.write_bytes(PREAMBLE.pack(magic, version, len(raw), hashlib.sha256(raw).digest()) + raw
-                     + data[PREAMBLE.size + hlen:])
+    path.write_bytes(resign_export(path.read_bytes(), mutate))
 
 
 # ---------------------------------------------------------------- layouts on tiny tensors

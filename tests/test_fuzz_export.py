@@ -9,16 +9,15 @@ cases, a few seconds.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import random
 import resource
 from pathlib import Path
 
 import pytest
 
+from datafiles import resign_export
+
 from sparsecl import cli
-from sparsecl.export.format import _PREAMBLE as PREAMBLE
 
 CASES = 240
 POOL = [-1, 0, 1, 3, 2**29, 2**31, 2**63, 10**30, -(10**30), 1.5, float("nan"), "x", "", None, True, [], {},
@@ -35,16 +34,6 @@ def export_file(tmp_path_factory) -> Path:
     return d / "model.spcl"
 
 
-def _split(data: bytes) -> tuple[bytes, int, dict, bytes]:
-    magic, version, hlen, _ = PREAMBLE.unpack_from(data)
-    return magic, version, json.loads(data[PREAMBLE.size:PREAMBLE.size + hlen]), data[PREAMBLE.size + hlen:]
-
-
-def _sign(magic: bytes, version: int, header: dict, payload: bytes) -> bytes:
-    raw = json.dumps(header).encode()
-    return PREAMBLE.pack(magic, version, len(raw), hashlib.sha256(raw).digest()) + raw + payload
-
-
 def _paths(obj, prefix=()):
     """Every (container, key) inside the header, for a mutation to hit."""
     items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
@@ -54,8 +43,6 @@ def _paths(obj, prefix=()):
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:
-    magic, version, header, payload = _split(data)
-    header = copy.deepcopy(header)
     kind = rng.randrange(10)
     if kind == 0:  # raw bytes: flip, truncate, append (the checksums must catch them)
         b = bytearray(data)
@@ -67,6 +54,10 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
         else:
             b += bytes(rng.randrange(1, 64))
         return bytes(b)
+    return resign_export(data, lambda header: _edit(header, kind, rng))
+
+
+def _edit(header: dict, kind: int, rng: random.Random) -> None:
     if kind == 1:  # the stored config: a value of the wrong type or range
         cfg = header["meta"]["config"]
         section = cfg if rng.random() < 0.5 else cfg[rng.choice([k for k, v in cfg.items() if isinstance(v, dict)])]
@@ -87,7 +78,6 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
             del container[key]
         else:
             container[key] = rng.choice(POOL)
-    return _sign(magic, version, header, payload)
 
 
 def test_mutated_exports_end_in_exit_0_or_one_line_exit_2(export_file: Path, tmp_path: Path, capsys) -> None:

@@ -11,6 +11,7 @@ from torch import nn
 from sparsecl.config import TrainConfig
 from sparsecl.configtools import make_config
 from sparsecl.data.batch import Batch
+from sparsecl.kernels.execution import ExecutionFlags
 from sparsecl.sparcl.config import SparclConfig
 from sparsecl.sparcl.ddr import DynamicDataRemoval
 from sparsecl.sparcl.dgm import DynamicGradientMasking, topk_mask
@@ -256,7 +257,8 @@ def test_sparcl_flops_by_hand_on_a_two_layer_model():
     assert rep["train"] == 2 * 708 + 660 + 480 and rep["train_dense"] == 3 * 1152 - 72 + 720
 
     # a step a component asked dense weight gradients for (TDM's gradient regrowth)
-    dense = FlopsMeter(model, (4,), Engine(), grad_density=Grads(), dense_step=lambda: True)
+    dense = FlopsMeter(model, (4,), Engine(), grad_density=Grads(), flags=ExecutionFlags())
+    dense.flags.dense_step = True
     dense.after_backward(None, None, StepOutput(torch.zeros(()), torch.zeros(1), n_forward=10))
     # weights' gradient dense: 2*(12 + 6) = 36 per example instead of 18
     assert dense.report()["train"] == 10 * (24 + 24 + 36)

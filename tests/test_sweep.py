@@ -5,6 +5,7 @@ as an uninterrupted sweep; the process pool and submitit's LocalExecutor give th
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -102,12 +103,13 @@ def test_process_pool_and_submitit_local_give_the_same_table(tmp_path):
     pytest.importorskip("submitit")
     # one run each: a spawned worker's start (importing torch) dominates, the training is under a second
     grid = dict(base={**BASE, "tasks": 1}, grid={"lr": [0.1]}, seeds=[3], workers=2)
-    pool = run_sweep(load_sweep(write(tmp_path, "pool", executor="local", **grid)), report=False, say=lambda s: None)
-    sub = run_sweep(load_sweep(write(tmp_path, "sub", executor="submitit-local", **grid)), report=False,
-                    say=lambda s: None)
+    sweeps = [load_sweep(write(tmp_path, name, executor=name if name != "pool" else "local", **grid))
+              for name in ("pool", "submitit-local")]
+    with ThreadPoolExecutor(2) as both:  # the two cold starts overlap
+        pool, sub = both.map(lambda sw: run_sweep(sw, report=False, say=lambda s: None), sweeps)
     assert pool.started == sub.started == ["lr-0.1_s3"] and not pool.failed and not sub.failed
     assert without_times(pool.table) == without_times(sub.table) and pool.table[0]["seeds"] == [3]
-    assert list((tmp_path / "sub" / "submitit").iterdir())  # submitit's own job folder: it ran the job
+    assert list((tmp_path / "submitit-local" / "submitit").iterdir())  # submitit's own job folder: it ran the job
 
 
 def test_cli_refuses_a_folder_of_another_config(tmp_path, capsys):

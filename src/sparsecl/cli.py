@@ -99,8 +99,8 @@ def _train(args: argparse.Namespace, cfg, out: Path, dist) -> int:  # noqa: ANN0
             cfg = make_config(TrainConfig, ck["config"])
             launch.check_world(cfg.nproc, dist)
             done = int(ck["position"]["task"])
-            if done >= cfg.tasks:
-                say(f"{out} is finished ({done} of {cfg.tasks} tasks trained); its results are in "
+            if done >= cfg.tasks or (out / "summary.json").is_file():  # summary.json: written when a run ends
+                say(f"{out} is finished ({cfg.tasks} of {cfg.tasks} tasks trained); its results are in "
                     f"{out}/summary.json. Nothing to resume; to train it again, start it with --overwrite")
                 return 0
             run = build_run(cfg)
@@ -168,7 +168,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     text = render(group(runs, by_setting=not args.each), args.format)
     if args.output:
-        Path(args.output).write_text(text + "\n")
+        from sparsecl.fileio import atomic_write
+
+        atomic_write(args.output, text + "\n")
         print(f"wrote {args.output}")
     else:
         print(text)
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                                                         "(a warning instead of an error)")
     p.set_defaults(func=cmd_compare)
 
-    from sparsecl.export.cli import add_export_commands
+    from sparsecl.export_cli import add_export_commands
 
     add_export_commands(sub)
     from sparsecl.report.cli import add_report_command

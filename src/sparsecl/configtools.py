@@ -253,6 +253,9 @@ def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         if k not in names:
             resolve_key(cls, k)  # raises with a hint
             raise ConfigError(f"config key {prefix}{k} must be given as {resolve_key(cls, k)}")
+    derive = getattr(cls, "derive_before_build", None)  # settings the sections need from other sections
+    data = dict(data)
+    pre = derive(data) if derive is not None else []
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
@@ -266,7 +269,10 @@ def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         else:
             kwargs[f.name] = coerce(data[f.name], tp, prefix + f.name)
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
+        if pre:
+            obj.derived[:0] = pre  # first: they happened first
+        return obj
     except ConfigError:
         raise
     except (ValueError, TypeError, OverflowError) as e:

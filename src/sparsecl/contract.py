@@ -9,7 +9,7 @@ Components never reach into the loop's locals: what they may read or change is o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -63,6 +63,9 @@ class LoopState:
     active_idx: torch.Tensor | None = None
     task_size: int = 0  # examples in the task's full training set (what epoch fractions are relative to)
     task_progress: float = 0.0  # fraction of the current task done: (epoch + batches done / batches) / epochs
+    # parameter name -> bool mask of the weights the optimizer may change (the mask engine's current masks;
+    # none: dense), for components that constrain the update itself (A-GEM's projection)
+    weight_masks: Callable[[], dict[str, torch.Tensor]] = dict
 
 
 class Component:

@@ -15,9 +15,12 @@ and for large T with zero-mean logits q_i - p_i ~ (z_i - v_i) / (C T), so T^2 dK
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from sparsecl.configtools import helpfield
 
 
 class DistillationLoss(nn.Module):
@@ -47,3 +50,16 @@ class DistillationLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, weight={self.weight}"
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation from a trained teacher (off unless ``teacher`` is set)."""
+
+    teacher: str | None = helpfield("a finished run's folder or a `sparsecl export` file: the teacher (off if unset)",
+                                    default=None)
+    weight: float = helpfield("w: share of the soft (teacher) term in the current-data loss, in [0, 1]", default=0.5)
+    temperature: float = helpfield("T: softmax temperature of the soft term (> 0)", default=4.0)
+
+    def __post_init__(self) -> None:
+        DistillationLoss(self.temperature, self.weight)  # validates both, one-line errors

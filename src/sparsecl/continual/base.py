@@ -24,9 +24,6 @@ class MethodContext:
     transform: BatchTransform  # re-applied to buffered (non-augmented) inputs on replay
     generator: torch.Generator  # the method's own RNG (replay draws, reservoir decisions)
     device: torch.device
-    # parameter name -> bool mask of the weights the optimizer may change (the mask engine's current
-    # masks; set by the run builder once the engine exists): for methods that constrain the update itself
-    weight_masks: Callable[[], dict[str, torch.Tensor]] = dict
 
 
 class ContinualMethod(Component):

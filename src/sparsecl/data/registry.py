@@ -297,6 +297,12 @@ class InMemoryDataset:
     def verify(self, root: str | Path | None = None) -> list[str]:  # noqa: ARG002
         return []
 
+    def how_to_get(self) -> str:
+        return f"register_dataset({self.name!r}, ...) in the process that uses it (it lives in memory)"
+
+    def how_to_get(self) -> str:
+        return f"registered from tensors by sparsecl.register_dataset({self.name!r}, ...) in this process"
+
 
 def register_dataset(name: str, source: ArrayDataset | Callable[[], ArrayDataset]) -> None:
     """Make your own tensors a dataset by name (``dataset=<name>`` in a config of this process).

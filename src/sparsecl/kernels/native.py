@@ -1,4 +1,4 @@
-"""Build, cache and call the native CPU kernels (``_native_source.C_SOURCE``) through ctypes.
+"""Build, cache and call the native CPU kernels (``native_kernels.c``, package data) through ctypes.
 
 Nothing happens at import. The first call to :func:`native_kernels` compiles the source with the system C
 compiler (``gcc -O3 -march=native -fopenmp``, about 0.3 s) into
@@ -23,12 +23,13 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sparsecl.kernels._native_source import C_SOURCE
+C_SOURCE = (resources.files("sparsecl.kernels") / "native_kernels.c").read_text()  # what the cache key hashes
 
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
 _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int

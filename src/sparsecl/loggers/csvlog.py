@@ -5,9 +5,11 @@ rewrites that file with the wider header (old rows get empty cells), so every fi
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
+from sparsecl.fileio import atomic_write
 from sparsecl.loggers.base import LOGGERS, Logger, flatten
 
 
@@ -38,10 +40,11 @@ class CsvLogger(Logger):
             with open(path, newline="") as f:
                 rows = list(csv.DictReader(f))
         self.dir.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, cols)
-            w.writeheader()
-            w.writerows(rows)
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, cols)
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write(path, buf.getvalue())  # a kill mid-rewrite keeps the old file
         self.columns[path.stem] = cols
 
     def rewind(self, records: list[dict[str, Any]]) -> None:

@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from sparsecl.fileio import atomic_write
 from sparsecl.loggers.base import LOGGERS, Logger, require, scalars
 
 
@@ -25,11 +26,11 @@ class WandbLogger(Logger):
             self.out.mkdir(parents=True, exist_ok=True)
             id_file = self.out / "wandb_id"
             if not id_file.is_file():
-                id_file.write_text(secrets.token_hex(4) + "\n")
+                atomic_write(id_file, secrets.token_hex(4) + "\n")
             self.run = self._wandb.init(
                 project=os.environ.get("WANDB_PROJECT", "sparsecl"), name=self.out.name, dir=str(self.out),
                 id=id_file.read_text().strip(), resume="allow", config=self.config,
-                mode=os.environ.get("WANDB_MODE", "offline"), reinit="create_new")
+                mode=os.environ.get("WANDB_MODE", "offline"))
         return self.run
 
     def write(self, record: dict[str, Any]) -> None:

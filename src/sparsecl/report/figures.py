@@ -9,7 +9,8 @@ Per run (``RUN_FIGURES``; each returns None when the run has nothing to show for
 * ``sparcl``: SparCL's data sparsity (examples trained per epoch, DDR) and gradient density per layer (DGM).
 
 Over runs (``compare_figure``): final average accuracy against training FLOPs (log x), one line per
-method through its densities, mean +- std over seeds as error bars, dense runs as stars and dashed lines.
+method through its densities (each point labelled with its final density), mean +- std over seeds as
+error bars, dense runs as stars and dashed lines.
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def sparcl(run: RunData) -> Any:
             ax.set_ylabel("gradient density (% of the layer)")
             ax.set_title("DGM: weight-gradient density at each epoch's end")
         ax.set_xlabel("epoch over the stream (count)")
+        ax.xaxis.set_major_locator(require("matplotlib.ticker", "report", "sparsecl report").MaxNLocator(integer=True))
         ax.legend(fontsize=8, ncols=2)
     fig.suptitle(run.label)
     return fig
@@ -186,8 +188,12 @@ def compare_figure(rows: list[Row], labels: list[str]) -> Any:
         for method, members in methods.items():
             members = sorted(members, key=lambda r: r.mean("flops", "train"))
             stats = [_mean_std(r, key) for r in members]
-            ax.errorbar([r.mean("flops", "train") for r in members], [m for m, _ in stats],
-                        yerr=[s for _, s in stats], marker="o", capsize=3, color=next(colors), label=method)
+            xs = [r.mean("flops", "train") for r in members]
+            ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3,
+                        color=next(colors), label=method)
+            for x, (m, _), r in zip(xs, stats, members):
+                ax.annotate(f"{r.mean('density', 'overall'):.2f}", (x, m), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7)
         for label, row in dense:
             mean, std = _mean_std(row, key)
             c = next(colors)

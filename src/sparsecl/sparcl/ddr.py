@@ -120,11 +120,10 @@ class DynamicDataRemoval(Component):
 
     def state_dict(self) -> dict[str, Any]:
         return {"prev": self.prev, "forgets": self.forgets, "learned": self.learned, "done": self.done,
-                "full_size": self.full_size, "history": list(self.history), "generator": self.generator.get_state()}
+                "full_size": self.full_size, "history": list(self.history)}  # the generator is the caller's to save
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.prev.copy_(sd["prev"])
         self.forgets.copy_(sd["forgets"])
         self.learned.copy_(sd["learned"])
         self.done, self.full_size, self.history = sd["done"], sd["full_size"], list(sd["history"])
-        self.generator.set_state(sd["generator"])

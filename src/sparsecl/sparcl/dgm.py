@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from sparsecl.data.batch import Batch
-from sparsecl.sparcl.gradsplit import current_grads, has_buffer_part
+from sparsecl.sparcl.gradsplit import GradientSplit, has_buffer_part
 from sparsecl.contract import Component, LoopState, StepOutput
 
 
@@ -45,8 +45,11 @@ def topk_mask(score: torch.Tensor, keep: int, among: torch.Tensor | None = None)
 
 class DynamicGradientMasking(Component):
     def __init__(self, params: dict[str, torch.nn.Parameter], ratio: float, interval: int,
-                 alpha: float, beta: float, engine: Any = None) -> None:
+                 alpha: float, beta: float, engine: Any = None, split: GradientSplit | None = None) -> None:
         self.params = params
+        # the current-task gradient, shared with TDM when both run (one extra backward per step)
+        self.split = split if split is not None else GradientSplit({})
+        self.split.register(params)
         self.ratio, self.interval, self.alpha, self.beta = ratio, interval, alpha, beta
         self.engine = engine  # the mask engine (weight masks), or None for a dense model
         self.masks: dict[str, torch.Tensor] = {}
@@ -61,12 +64,13 @@ class DynamicGradientMasking(Component):
         self._dropped_at: dict[str, tuple[tuple[int, int], torch.Tensor]] = {}  # name -> (key, flat indices)
 
     @classmethod
-    def from_config(cls, cfg: Any, params: dict[str, torch.nn.Parameter],
-                    engine: Any = None) -> "DynamicGradientMasking":
+    def from_config(cls, cfg: Any, params: dict[str, torch.nn.Parameter], engine: Any = None,
+                    split: GradientSplit | None = None) -> "DynamicGradientMasking":
         """From ``SparclConfig``'s ``dgm_*`` fields (``dgm_ratio`` must be set: ``TrainConfig`` derives it)."""
         if cfg.dgm_ratio is None:
             raise ValueError("sparcl.dgm_ratio is unset: give it (the run's config derives 1 - 0.8 x density)")
-        return cls(params, cfg.dgm_ratio, cfg.dgm_interval, cfg.dgm_alpha_g, cfg.dgm_beta_g, engine=engine)
+        return cls(params, cfg.dgm_ratio, cfg.dgm_interval, cfg.dgm_alpha_g, cfg.dgm_beta_g, engine=engine,
+                   split=split)
 
     def refresh_due(self) -> bool:
         return not self.masks or self.since >= self.interval or self.scored_under != self._mask_version()
@@ -76,7 +80,7 @@ class DynamicGradientMasking(Component):
 
     def before_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
         if self.refresh_due() and has_buffer_part(out):
-            self._gcur = current_grads(out, list(self.params.values()))
+            self._gcur = self.split.current(out, list(self.params))
 
     def after_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
         self.refreshed = self.refresh_due()

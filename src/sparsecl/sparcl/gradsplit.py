@@ -8,6 +8,8 @@ backward ``g_buf = g_total - g_cur``. Methods without a buffer have ``g_buf = 0`
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from sparsecl.contract import StepOutput
@@ -26,3 +28,30 @@ def current_grads(out: StepOutput, params: list[torch.Tensor]) -> list[torch.Ten
 
 def has_buffer_part(out: StepOutput) -> bool:
     return bool(out.parts) and "current" in out.parts and len(out.parts) > 1
+
+
+class GradientSplit:
+    """The current-task gradient of a step, taken once for every SparCL part that asks for it.
+
+    TDM (weight importance) and DGM (gradient importance) may both need ``d parts["current"] / dw`` on the
+    same step; each asks ``split.current(out, names)`` in its ``before_backward`` and the first request of a
+    step (one ``StepOutput``) runs the one extra backward, over every weight any part registered, so both
+    read the same gradients and the step is charged one extra backward. ``params``: name -> weight of
+    every part that uses the split.
+    """
+
+    def __init__(self, params: dict[str, torch.Tensor]) -> None:
+        self.params = dict(params)
+        self._out: weakref.ref | None = None  # the step the gradients belong to (weak: never keeps its graph)
+        self._grads: dict[str, torch.Tensor] = {}
+
+    def register(self, params: dict[str, torch.Tensor]) -> None:
+        """Add the weights of one more part (before the first request)."""
+        self.params.update(params)
+
+    def current(self, out: StepOutput, names: list[str]) -> list[torch.Tensor]:
+        """d(current-data loss)/dw of ``names`` for the step of ``out`` (call before the loop's backward)."""
+        if self._out is None or self._out() is not out:
+            self._grads = dict(zip(self.params, current_grads(out, list(self.params.values()))))
+            self._out = weakref.ref(out)
+        return [self._grads[n] for n in names]

@@ -39,7 +39,7 @@ import torch
 
 from sparsecl.data.batch import Batch
 from sparsecl.sparcl.config import SparclConfig
-from sparsecl.sparcl.gradsplit import current_grads, has_buffer_part
+from sparsecl.sparcl.gradsplit import GradientSplit, has_buffer_part
 from sparsecl.sparse.masks import count_for_density, drop_smallest, grow_largest
 from sparsecl.contract import Component, LoopState, StepOutput
 
@@ -62,13 +62,17 @@ def task_events(cfg: SparclConfig) -> list[Event]:
 
 
 class TaskAwareDynamicMasking(Component):
-    def __init__(self, engine: Any, cfg: SparclConfig, generator: torch.Generator) -> None:
+    def __init__(self, engine: Any, cfg: SparclConfig, generator: torch.Generator,
+                 split: GradientSplit | None = None) -> None:
         if not engine.layers:
             raise ValueError("sparcl.tdm needs sparse layers: the layer filter selected none")
         self.engine, self.cfg, self.generator = engine, cfg, generator
         self.events = task_events(cfg)
         self.names = [layer.name for layer in engine.layers]
         self.params = [layer.param for layer in engine.layers]
+        # the current-task gradient, shared with DGM when both run (one extra backward per step)
+        self.split = split if split is not None else GradientSplit({})
+        self.split.register(dict(zip(self.names, self.params)))
         self.target = engine.counts_for()  # exact active count per layer at the target density
         self.extra = [count_for_density(layer.numel, cfg.tdm_step) for layer in engine.layers]  # e per layer
         self.paper = cfg.tdm_importance == "paper"
@@ -136,7 +140,7 @@ class TaskAwareDynamicMasking(Component):
         self._skip(state)
         ev = self._due(state)
         if ev is not None and self._needs_grads(ev) and self.paper and has_buffer_part(out):
-            self._pending_gcur = current_grads(out, self.params)
+            self._pending_gcur = self.split.current(out, self.names)
 
     def after_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
         self._skip(state)
@@ -209,8 +213,7 @@ class TaskAwareDynamicMasking(Component):
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"next_event": self.next_event, "collected": self.collected, "g_cur": self.g_cur,
-                "g_buf": self.g_buf, "log": list(self.log),
-                "generator": self.generator.get_state()}
+                "g_buf": self.g_buf, "log": list(self.log)}  # the generator is the caller's to save
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         dev = self.params[0].device
@@ -218,4 +221,3 @@ class TaskAwareDynamicMasking(Component):
         self.next_event, self.collected = sd["next_event"], sd["collected"]
         self.g_cur, self.g_buf = move(sd["g_cur"]), move(sd["g_buf"])
         self.log = list(sd["log"])
-        self.generator.set_state(sd["generator"])

@@ -47,10 +47,11 @@ class SparsityConfig:
                           "unit's squared sum: its activation variance at init) | dense (kept as initialised: "
                           "the RigL paper's setting)", default="rescale")
     lr_scaling: str = helpfield("per-sparse-layer learning-rate factor from the layer's initial density d: auto "
-                                "(sqrt, but none under ewc_on/si, whose quadratic penalty bounds the stable lr) | "
-                                "sqrt (1/sqrt(d)) | inverse (1/d) | none (the RigL paper's setting); capped at "
-                                "lr_scale_max", default="auto")
-    lr_scale_max: float = helpfield("largest lr factor lr_scaling may give a layer", default=4.0)
+                                "(inverse, but none under ewc_on/si, whose quadratic penalty bounds the stable lr) | "
+                                "sqrt (1/sqrt(d)) | inverse (1/d) | none (the RigL paper's setting); capped by "
+                                "lr_max", default="auto")
+    lr_max: float = helpfield("largest effective learning rate, lr x factor / (1 - SGD momentum), lr_scaling may "
+                              "give a sparse layer (8x the default lr); a factor never goes below 1", default=0.24)
     execution: str = helpfield("how sparse layers compute in training: auto (CSR kernels per layer where the "
                                "fitted cost model says they are faster) | csr | masked (dense weight x mask)",
                                default="auto")
@@ -61,7 +62,10 @@ class SparsityConfig:
     def __post_init__(self) -> None:
         choices("sparsity.method", self.method, ["auto", *SPARSE_METHODS.names()])
         if self.method == "auto" and self.density == 1.0:
-            self.method = "dense"  # "auto" below density 1 is resolved by the run's config (SparCL's TDM)
+            self.method = "dense"
+        elif self.method == "auto":  # a run's config gives sparcl.tdm=true the method magnitude before this
+            raise ValueError(f"sparsity.density={self.density} needs a sparse-training method: set sparsity.method "
+                             "(static, magnitude, snip, set, snfs, rigl, gmp, lth) or sparcl.tdm=true")
         choices("sparsity.distribution", self.distribution, DISTRIBUTIONS.names())
         choices("sparsity.drop_schedule", self.drop_schedule, DROP_SCHEDULES.names())
         choices("sparsity.pattern", self.pattern, MASK_PATTERNS.names())
@@ -89,8 +93,8 @@ class SparsityConfig:
             raise ValueError(f"sparsity needs 0 <= gmp_begin < gmp_end <= 1, got {self.gmp_begin}, {self.gmp_end}")
         if not 0 <= self.drop_fraction <= 1:
             raise ValueError(f"sparsity.drop_fraction must be in [0, 1], got {self.drop_fraction}")
-        if not self.lr_scale_max >= 1:
-            raise ValueError(f"sparsity.lr_scale_max must be >= 1, got {self.lr_scale_max}")
+        if not self.lr_max > 0:
+            raise ValueError(f"sparsity.lr_max must be > 0, got {self.lr_max}")
         if not 0 < self.gmp_initial_density <= 1:
             raise ValueError(f"sparsity.gmp_initial_density must be in (0, 1], got {self.gmp_initial_density}")
         if self.grad_accumulation > self.delta_t:

@@ -299,24 +299,30 @@ class MaskEngine:
 
     def _scale_learning_rates(self) -> dict[str, float]:
         """``lr_scaling``: multiply the learning rate of each sparse layer's param group by
-        ``min(lr_scale_max, d^-p)``, d the layer's density after the initial mask, p = 1/2 (``sqrt``) or 1
-        (``inverse``); ``none`` leaves every lr as it is (the RigL paper's setting, Evci et al., ICML 2020).
+        ``clamp(d^-p, 1, max(1, lr_max * (1 - m) / lr))``, d the layer's density after the initial mask,
+        p = 1/2 (``sqrt``) or 1 (``inverse``), lr and m the group's learning rate and SGD momentum (0 for
+        Adam/AdamW, whose steps are lr-sized); ``none`` leaves every lr as it is (the RigL paper's setting,
+        Evci et al., ICML 2020).
 
         Why: a unit with fan-in n keeps d*n inputs. One SGD step changes its pre-activation by
         dz = lr * delta * sum_active x_j^2, about d times the dense unit's change, so a sparse layer learns
         about d times slower per step (the poor gradient flow of sparse networks, Evci et al., AAAI 2022,
         "Gradient Flow in Sparse Neural Networks and How Lottery Tickets Win", arXiv:2010.03533; RigL
-        compensates by training 100+ epochs with momentum 0.9). 1/d restores the dense unit's dz; 1/sqrt(d)
-        restores the RELATIVE weight change |dw|/|w| once ``init=rescale`` has made the survivors
-        1/sqrt(d) larger. sqrt, capped at 4, is the default (``auto`` as resolved by TrainConfig): with
-        batch 32 it brings RigL-ERK 90 % within 2 points of dense on digits and Fashion-MNIST (table in
-        benchmarks/RESULTS.md), while 1/d with a cap of 10, better at lr 0.03 without momentum, collapsed at
-        the RigL paper's lr 0.1 + momentum 0.9 (41.94 % against 98.06 % on digits), and any factor > 1
-        diverged under a stiff online-EWC penalty (the step lr * lambda * F must stay below 1), hence none
-        under ewc_on/si. The cap bounds the factor of very sparse layers (ERK leaves an MLP layer d ~ 0.06).
-        Deviation: neither paper scales learning rates; this is this library's default for short runs, not a
-        paper's setting. Dense-to-sparse methods (gmp, lth) start at d = 1 and keep factor 1. A MaskEngine
-        built directly with ``auto`` scales nothing (its optimizer's groups are the caller's).
+        compensates by training 100+ epochs with momentum 0.9). 1/d restores the dense unit's dz (the fan-in
+        argument); 1/sqrt(d) restores only the RELATIVE weight change |dw|/|w| once ``init=rescale`` has made
+        the survivors 1/sqrt(d) larger. The cap is on the layer's EFFECTIVE step lr / (1 - m), not on the
+        factor: the compensation is for small steps, and must not carry a layer past the steps dense
+        training is stable at. Measured (benchmarks/RESULTS.md, issue 21; digits, MLP, RigL-ERK 90 %, batch
+        32, 5 epochs, 3 seeds): at the default lr 0.03 without momentum 1/d up to 8 (lr_max 0.24) ends 0.5
+        points under dense, 1/d up to 4 2.8, 1/sqrt(d) 4.1, no scaling far more; at lr 0.1 + momentum 0.9
+        (the RigL paper's) a factor of up to 6 lost 10 points and 10 collapsed to 42 %, so there the cap
+        leaves 1; at lr 0.1 without momentum the cap of 2.4 gains 2.4 points over none. Any factor > 1
+        diverged under a stiff online-EWC penalty (the step lr * lambda * F must stay below 1): ``auto`` is
+        1/d, and none under ewc_on/si (TrainConfig resolves it). Deviation: neither paper scales learning
+        rates; this is this library's default for short runs, not a paper's setting; set
+        ``lr_scaling=none`` (with ``init=dense``) for the RigL paper's. Dense-to-sparse methods (gmp, lth)
+        start at d = 1 and keep factor 1. A MaskEngine built directly with ``auto`` scales nothing (its
+        optimizer's groups are the caller's).
 
         Each sparse layer's weight must be the only parameter of its param group (``make_optimizer`` with
         ``own_groups``): otherwise a ValueError."""
@@ -330,9 +336,11 @@ class MaskEngine:
             if len(groups) != 1 or len(groups[0]["params"]) != 1:
                 raise ValueError(f"sparsity.lr_scaling={mode} needs {layer.name} alone in its optimizer param "
                                  "group (build the optimizer with own_groups); or set sparsity.lr_scaling=none")
-            factor = min(self.cfg.lr_scale_max, (layer.numel / max(layer.count, 1)) ** power)
-            groups[0]["lr"] *= factor
-            groups[0]["lr_scale"] = factor
+            g = groups[0]
+            cap = max(1.0, self.cfg.lr_max * (1.0 - g.get("momentum", 0.0)) / g["lr"])
+            factor = min(cap, (layer.numel / max(layer.count, 1)) ** power)
+            g["lr"] *= factor
+            g["lr_scale"] = factor
             factors[layer.name] = factor
         return factors
 

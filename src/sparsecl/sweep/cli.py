@@ -25,7 +25,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         sweep.workers = args.workers
     if not args.no_report:
         require("matplotlib", "report", "sparsecl sweep (its report; or pass --no-report)")
-    out = run_sweep(sweep, report=not args.no_report)
+    try:
+        out = run_sweep(sweep, report=not args.no_report)
+    except KeyboardInterrupt:
+        print("sparsecl sweep: interrupted; runs in training wrote checkpoints; run the same command again to resume")
+        return 130
     print(f"table: {sweep.out / 'table.md'} (.csv, .json)" + ("" if args.no_report else f"; report: {sweep.out / 'report' / 'report.html'}"))
     if out.failed:
         print(f"sparsecl sweep: {len(out.failed)} runs failed: {', '.join(out.failed)}")

@@ -14,7 +14,8 @@ sweep again resumes it.
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import signal
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
 
@@ -46,10 +47,30 @@ def serial(jobs: list[list[str]], sweep: Sweep) -> list[int]:  # noqa: ARG001
 
 @EXECUTORS.register("local")
 def local(jobs: list[list[str]], sweep: Sweep) -> list[int]:
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(sweep.workers, len(jobs)), mp_context=ctx) as pool:
-        futures = [pool.submit(run_job, argv) for argv in jobs]
-        return [_code(f) for f in futures]
+    """Ctrl-C: runs in training checkpoint and stop (the train loop's own SIGINT handling), queued runs are
+    cancelled; idle workers ignore the signal (``_quiet``) instead of printing tracebacks."""
+    workers = min(sweep.workers, len(jobs))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_quiet)
+    codes: dict[int, int] = {}
+    running: dict[Future, int] = {}
+    queue = list(range(len(jobs)))
+    try:  # at most ``workers`` runs handed to the pool at a time, so nothing queued outlives a Ctrl-C
+        while queue or running:
+            while queue and len(running) < workers and INTERRUPTED not in codes.values():
+                i = queue.pop(0)
+                running[pool.submit(run_job, jobs[i])] = i
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                codes[running.pop(f)] = _code(f)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return [codes.get(i, INTERRUPTED) for i in range(len(jobs))]
+
+
+def _quiet() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _code(future) -> int:  # noqa: ANN001

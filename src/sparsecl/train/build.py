@@ -26,7 +26,7 @@ from sparsecl.sparse.flops import profile_layers
 from sparsecl.sparse.methods import SPARSE_METHODS
 from sparsecl.sparse.small_dense import match_width, target_param_count
 from sparsecl.train.distill import Distillation, build_trained, read_trained
-from sparsecl.contract import Component
+from sparsecl.contract import Pipeline
 from sparsecl.train.memory import keep_freed_memory
 from sparsecl.train.meters import FlopsMeter
 from sparsecl.train.optim import LrSchedule, make_optimizer
@@ -37,6 +37,21 @@ from sparsecl.train.rng import generator
 _AUGMENT = {"none": Augment(), "crop-flip": Augment(4, True), "crop": Augment(4, False)}
 _NO_AUGMENT_DATASETS = ("fashion-mnist", "mnist", "digits")
 VALIDATION_SEED = 0  # the ``validation`` split's draw, independent of the run's seed
+
+# The order in which every moment calls the run's components (``Pipeline`` refuses another order), and why:
+PIPELINE_ORDER = (
+    "method",     # on_task_start first: the current task (masked head, replay) is set before anyone acts on it;
+                  # after_backward: A-GEM projects the whole gradient before DGM drops entries of it
+    "execution",  # before_forward: decides, before the forward, whether this step's backward must give dense
+                  # weight gradients (asking the engine and TDM), which the CSR layers and the FLOPs meter read
+    "distill",    # before_backward: mixes the teacher's soft targets into the loss before anything takes a
+                  # gradient of it (TDM's and DGM's current-task gradient is then of the distilled loss)
+    "tdm",        # after_backward: reads the dense gradient (inactive weights too, for gradient regrowth) ...
+    "ddr",        # (reads logits and labels only: its place among the SparCL parts does not matter)
+    "dgm",        # ... before DGM zeroes the dropped entries of it
+    "flops",      # after_backward, last: charges the step once the others decided its cost (the gradient split's
+                  # extra backward, DGM's gradient densities), before after_step changes any mask
+)
 
 
 @dataclass
@@ -51,7 +66,7 @@ class Run:
     method: ContinualMethod
     engine: MaskEngine
     flops: FlopsMeter
-    components: list[Component]  # method first, then SparCL's, then meters: the order hooks run in
+    components: Pipeline  # named, in PIPELINE_ORDER: the order every moment calls them in
     plan: list[int]  # planned optimizer steps per task (0: the task is not trained on)
     epochs: int  # epochs per task actually run (cfg.epochs times the schedule multiplier)
     execution: SparseExecution  # which sparse layers compute through CSR kernels
@@ -136,17 +151,16 @@ def build_run(cfg: TrainConfig) -> Run:
         per_epoch = n // cfg.batch_size if cfg.drop_last else -(-n // cfg.batch_size)
         plan.append(epochs * per_epoch)
     engine = MaskEngine(model, optimizer, sparsity, total_steps=max(sum(plan), 1), generator=gens["masks"])
-    ctx.weight_masks = lambda: engine.masks
 
     sparcl = build_sparcl(cfg, model, engine, method, stream, gens["sparcl"], device)
     execution = SparseExecution(model, engine, sparsity.execution, method.forward_batch(cfg.batch_size),
-                                consumers=sparcl.components)
-    flops = FlopsMeter(model, ds.input_shape, engine, grad_density=sparcl.grad_density,
-                       dense_step=lambda: execution.flags.dense_step)
+                                consumers=list(sparcl.components.values()))
+    flops = FlopsMeter(model, ds.input_shape, engine, grad_density=sparcl.grad_density, flags=execution.flags)
     distill = build_distillation(cfg, ds, device)
-    components: list[Component] = [method, execution, *([distill] if distill else []), *sparcl.components, flops]
+    parts = {"method": method, "execution": execution, **({"distill": distill} if distill else {}),
+             **sparcl.components, "flops": flops}
     return Run(cfg, ds, stream, transform, model, optimizer, LrSchedule(optimizer, cfg, sparsity.multiplier), method, engine, flops,
-               components, plan, epochs, execution, distill, gens)
+               Pipeline(parts, PIPELINE_ORDER), plan, epochs, execution, distill, gens)
 
 
 def _lr_scaled_layers(cfg: TrainConfig, model: torch.nn.Module) -> list[str]:

@@ -5,7 +5,7 @@ row with mean +- std (spec/CONTINUAL.md: "Report mean +- std over seeds").
   run (a killed-and-resumed copy, a copied folder): counted once, never as a second seed.
 * Setting: runs whose configs agree on every key except the seed and the keys that cannot change a
   result's meaning (progress bar, thread count, allocator reuse, evaluation batch size, checkpointing,
-  device) are one setting, one row. A row is named by the settings that differ between the rows
+  device, extra loggers) are one setting, one row. A row is named by the settings that differ between the rows
   (``sparsity.density=0.1 sparsity.method=rigl``), not by a folder name.
 * Runs on different datasets or models are refused (their numbers do not compare) unless ``mixed``.
 * FLOPs relative to the first row: "5.0x fewer" or "2.0x more".

@@ -22,31 +22,17 @@ in ``summary.json`` under ``distill`` (dense forward FLOPs x examples), so the b
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from sparsecl.configtools import ConfigError, helpfield
+from sparsecl.configtools import ConfigError
 from sparsecl.contract import Component, LoopState, StepOutput
 from sparsecl.data.batch import Batch
 from sparsecl.fileio import load_torch
-from sparsecl.losses import DistillationLoss
-
-
-@dataclass
-class DistillConfig:
-    """Knowledge distillation from a trained teacher (off unless ``teacher`` is set)."""
-
-    teacher: str | None = helpfield("a finished run's folder or a `sparsecl export` file: the teacher (off if unset)",
-                                    default=None)
-    weight: float = helpfield("w: share of the soft (teacher) term in the current-data loss, in [0, 1]", default=0.5)
-    temperature: float = helpfield("T: softmax temperature of the soft term (> 0)", default=4.0)
-
-    def __post_init__(self) -> None:
-        DistillationLoss(self.temperature, self.weight)  # validates both, one-line errors
+from sparsecl.losses import DistillConfig, DistillationLoss  # noqa: F401 - DistillConfig: its old home
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:

@@ -30,6 +30,10 @@ from sparsecl.train.logging import Progress, open_log, write_json
 from sparsecl.train.meters import check_loss
 
 LOG_EVERY = 25  # steps between progress-bar refreshes (each costs one host sync)
+# Each generator's state is saved once: these two by the object drawing from them (their state dicts are
+# complete on their own), the rest in the checkpoint's "generators" (the method's and SparCL's parts leave
+# the generators they were given to the run).
+SAVED_BY_OWNER = {"masks": "engine", "data": "sampler"}
 MIN_STEPS_PER_EPOCH = 20  # fewer optimizer steps per epoch of a task: warn (e.g. digits at batch 128: 12)
 
 
@@ -90,13 +94,17 @@ class Trainer:
         self.print = stream_out if self.main else (lambda *a, **k: None)
         self.warn = (warn_out or (lambda line: print(line, file=sys.stderr))) if self.main else (lambda line: None)
         self.state = LoopState(run.model, run.optimizer, run.stream, next(run.model.parameters()).device,
-                               total_steps=sum(run.plan), epochs_per_task=run.epochs)
+                               total_steps=sum(run.plan), epochs_per_task=run.epochs,
+                               weight_masks=lambda: run.engine.masks)
         self.sampler = EpochSampler(cfg.batch_size, run.generators["data"], cfg.drop_last)
         self.pos = Position()
         self.log = open_log(self.out, cfg.log, to_dict(cfg)) if self.main else _NoLog()
         self.progress = Progress(cfg.progress and self.main)
         # where no bar is seen (output to a file or a pipe): one line per epoch instead
         self.epoch_lines = self.main and cfg.progress and not (self.progress.enabled and sys.stdout.isatty())
+        # settings the config derived (``TrainConfig.resolve``); a resumed run's config is already resolved,
+        # so the list comes back from the checkpoint
+        self.derived = [dict(d) for d in getattr(cfg, "derived", [])]
         self.acc = {"class_il": [], "task_il": []}
         self.counters = {"train_time_s": 0.0, "eval_time_s": 0.0, "examples_processed": 0, "data_examples": 0,
                          "steps": 0}
@@ -122,11 +130,11 @@ class Trainer:
             "model": r.model.state_dict(),
             "optimizer": r.optimizer.state_dict(),
             "engine": r.engine.state_dict(),
-            "components": [c.state_dict() for c in r.components],
+            "components": r.components.state_dict(),  # by name
             "sampler": self.sampler.state_dict(),
-            "generators": {k: g.get_state() for k, g in r.generators.items()},
+            "generators": {k: g.get_state() for k, g in r.generators.items() if k not in SAVED_BY_OWNER},
             "metrics": {"acc": self.acc, "counters": self.counters, "epoch_sums": self.epoch_sums.cpu(),
-                        "log_offset": self.log.offset(), "began": self._began},
+                        "log_offset": self.log.offset(), "began": self._began, "derived": self.derived},
         }
 
     def replicated_state(self) -> dict[str, Any]:
@@ -149,8 +157,7 @@ class Trainer:
         r.model.load_state_dict(ck["model"])
         r.optimizer.load_state_dict(ck["optimizer"])
         r.engine.load_state_dict(ck["engine"])
-        for c, sd in zip(r.components, ck["components"], strict=True):
-            c.load_state_dict(sd)
+        r.components.load_state_dict(_by_name(ck["components"], r.components.names()))
         sd = dict(ck["sampler"])
         if sd["order"] is not None:
             sd["order"] = sd["order"].to(dev)
@@ -159,6 +166,7 @@ class Trainer:
             r.generators[k].set_state(s)
         m = ck["metrics"]
         self.acc, self.counters, self._began = m["acc"], m["counters"], m["began"]
+        self.derived = m.get("derived", self.derived)  # older checkpoints: none recorded
         self.epoch_sums = m["epoch_sums"].to(dev)
         note = self.log.truncate(m["log_offset"])
         if note:
@@ -209,6 +217,8 @@ class Trainer:
 
         r.engine.begin(closure)
         self._began = True
+        for d in self.derived:  # what the config derived from other settings (also in summary.json)
+            self.print(f"derived {d['key']}={d['value']} (given {d['given']}): {d['why']}")
         self._log_masks(initial=True)
         for line in startup_warnings(r):  # after begin: the masks' density is known
             self.warn(line)
@@ -392,6 +402,7 @@ class Trainer:
             "seed": r.cfg.seed,
             "scenario": r.stream.scenario,
             "evaluated_on": "validation" if r.cfg.validation else "test",
+            "derived": self.derived,
             "config": to_dict(r.cfg),
             "train_time_s": self.counters["train_time_s"],
             "eval_time_s": self.counters["eval_time_s"],
@@ -421,6 +432,18 @@ class Trainer:
             save_torch(r.model.state_dict(), self.out / "final_model.pt")
         self.print(format_table(scores, r.stream.scenario))
         return summary
+
+
+def _by_name(saved: dict[str, Any] | list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """Component state by name. Checkpoints written before components had names hold a list in the
+    order they ran, which is the order of ``names`` (the run's config decides both); a list of another
+    length cannot be matched and is refused."""
+    if isinstance(saved, dict):
+        return saved
+    if len(saved) != len(names):
+        raise checkpoint.CheckpointError(f"the checkpoint stores {len(saved)} components by position, this run has "
+                                         f"{len(names)} ({', '.join(names)}): it cannot be matched; start the run again")
+    return dict(zip(names, saved))
 
 
 class _NoLog:

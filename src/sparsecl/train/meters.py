@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -71,8 +71,8 @@ class FlopsMeter(Component):
     Forward and activation-gradient FLOPs at the active densities, weight-gradient FLOPs at the
     gradient densities (DGM; at the weight densities on DGM's refresh steps, which score the whole active
     gradient) or dense on steps that needed the dense weight gradient (RigL updates, SNFS, and the
-    steps a component asks dense gradients for: ``dense_step()``, the run's
-    ``SparseExecution.flags.dense_step``, e.g. TDM's gradient regrowth), over every example forwarded with grad (current + replay), forward-only examples
+    steps a component asks dense gradients for: ``flags.dense_step``, the run's
+    ``SparseExecution.flags``, e.g. TDM's gradient regrowth), over every example forwarded with grad (current + replay), forward-only examples
     at 1x, and the extra backward passes a step reports (``StepOutput.extra_backward``: SparCL's
     gradient split) at 2x. Densities are re-read only when the masks changed (``engine.mask_version``),
     and consecutive steps with the same densities are counted in one call.
@@ -83,12 +83,12 @@ class FlopsMeter(Component):
     """
 
     def __init__(self, model: torch.nn.Module, input_shape: tuple[int, ...], engine: Any, grad_density: Any = None,
-                 dense_step: Callable[[], bool] | None = None) -> None:
+                 flags: Any = None) -> None:
         self.profile = profile_layers(model, input_shape)
         self.counter = TrainFlopsCounter(self.profile)
         self.engine = engine
         self.grad_density = grad_density  # an object with step_grad_densities() -> dict | None, or None
-        self.dense_step = dense_step  # whether this step's components asked for dense weight gradients
+        self.flags = flags  # ExecutionFlags: ``dense_step``, whether this step's components asked for dense weight gradients
         self._key: tuple | None = None
         self._dens: dict[str, float] = {}
         self._grads: dict[str, float] | None = None
@@ -98,7 +98,7 @@ class FlopsMeter(Component):
     def after_backward(self, state: LoopState, batch: Batch, out: StepOutput) -> None:
         # Steps with the same densities and gradient mode are charged together (the count is linear in
         # the number of examples), so the per-step cost is building a small key.
-        dense_grad = self.engine.needs_dense_grad() or (self.dense_step is not None and self.dense_step())
+        dense_grad = self.engine.needs_dense_grad() or (self.flags is not None and self.flags.dense_step)
         grads = None
         if self.grad_density is not None and not dense_grad:
             grads = self.grad_density.step_grad_densities()

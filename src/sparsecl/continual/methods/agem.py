@@ -58,10 +58,14 @@ class AGEM(RehearsalMethod):
     def __init__(self, model: torch.nn.Module, cfg: Any, ctx: MethodContext) -> None:
         super().__init__(model, cfg, ctx)
         self._ref: torch.Tensor | None = None  # flat reference gradient of the current step
+        self._weight_masks: dict[str, torch.Tensor] = {}  # this step's weight masks (``state.weight_masks``)
+
+    def before_forward(self, state: Any, batch: Batch) -> None:
+        self._weight_masks = state.weight_masks()  # masks change only in the step, after the backward
 
     def _params(self) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
         """Trainable parameters and their weight masks (None: dense), in model order."""
-        masks = self.ctx.weight_masks()
+        masks = self._weight_masks
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         return [p for _, p in named], [masks.get(n) for n, _ in named]
 

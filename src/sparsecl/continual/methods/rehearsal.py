@@ -7,17 +7,16 @@ mammoth does. With the ``after-task`` policy the buffer is instead filled once a
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from sparsecl.continual.base import ContinualMethod, MethodContext
 from sparsecl.continual.buffer import Buffer, BufferItems, BufferPolicy
-from sparsecl.data.batch import Batch
-from sparsecl.data.loader import make_batch
-from sparsecl.distributed import current as current_dist
-from sparsecl.data.stream import Task
 from sparsecl.contract import StepOutput
+from sparsecl.data.batch import Batch
+from sparsecl.data.stream import Task
+from sparsecl.distributed import current as current_dist
 
 
 def spawn_generator(parent: torch.Generator, device: torch.device) -> torch.Generator:
@@ -29,9 +28,8 @@ def spawn_generator(parent: torch.Generator, device: torch.device) -> torch.Gene
 class RehearsalMethod(ContinualMethod):
     """Base of the buffer methods (ER, DER, DER++, A-GEM, ER-ACE).
 
-    ``offer_filter`` (default None): a callable ``Batch -> bool [B]`` saying which rows of a batch may
-    enter the buffer; SparCL's Dynamic Data Removal sets it so that removed examples are no longer offered.
-    The buffer's policy draws from a generator of its own (spawned from ``ctx.generator``), so what is
+    Examples that Dynamic Data Removal took out of the task are not trained on, so they are never offered
+    to the buffer (online policies) nor drawn at task end (``state.active_idx``). The buffer's policy draws from a generator of its own (spawned from ``ctx.generator``), so what is
     stored does not depend on how often it is replayed; replay draws and their augmentation use
     ``ctx.generator``.
     """
@@ -50,7 +48,6 @@ class RehearsalMethod(ContinualMethod):
             policy=self.buffer_policy(),
             store_logits=self.store_logits,
         )
-        self.offer_filter: Callable[[Batch], torch.Tensor] | None = None
         # no layer whose output depends on the other rows of its batch (BatchNorm in training mode)
         self.batch_independent = not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
@@ -107,10 +104,6 @@ class RehearsalMethod(ContinualMethod):
             return
         x, y = batch.x_raw, batch.y
         logits = out.logits.detach() if self.store_logits else None
-        if self.offer_filter is not None:
-            keep = self.offer_filter(batch).nonzero().flatten()  # one sync, only with a filter set
-            x, y = x[keep], y[keep]
-            logits = None if logits is None else logits[keep]
         self.buffer.add(x, y, logits, task=batch.task)
 
     def on_task_end(self, state: Any, task: Task) -> None:
@@ -118,13 +111,13 @@ class RehearsalMethod(ContinualMethod):
             self._fill_after_task(state, task)
 
     def _fill_after_task(self, state: Any, task: Task) -> None:
-        """After-task policy: a random subset of the task's (still active, offerable) training examples.
+        """After-task policy: a random subset of the task's (still active) training examples.
 
         Candidates are the loop's ``state.active_idx`` (what Dynamic Data Removal left), else the task's
         split. DER targets are the logits of the model at task end on the non-augmented test view, in
         eval mode (no online logits exist under this policy).
         """
-        cand = self._offerable(task, self.finished_examples(state, task))
+        cand = self.finished_examples(state, task)
         gen = self.ctx.generator
         perm = torch.randperm(cand.numel(), generator=gen, device=gen.device).to(cand.device)
         idx = cand[perm[: self.buffer.task_quota()]]
@@ -133,20 +126,10 @@ class RehearsalMethod(ContinualMethod):
         logits = self.outputs_of(x) if self.store_logits else None
         self.buffer.add_task(x, ds.y_train[idx], logits, task.id)
 
-    def _offerable(self, task: Task, idx: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-        if self.offer_filter is None:
-            return idx
-        ctx = self.ctx
-        keep = [
-            part[self.offer_filter(make_batch(ctx.stream, task, part, ctx.transform, ctx.generator))]
-            for part in idx.split(chunk)
-        ]
-        return torch.cat(keep)
-
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"buffer": self.buffer.state_dict(), "generator": self.ctx.generator.get_state()}
+        # ctx.generator is the caller's (the run saves it with its other generators); the buffer's is ours
+        return {"buffer": self.buffer.state_dict()}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.buffer.load_state_dict(sd["buffer"])
-        self.ctx.generator.set_state(sd["generator"])

@@ -167,7 +167,7 @@ class XDERCE(RehearsalMethod):
         room = buf.capacity - buf.filled
         quota = torch.full((per_task,), room // per_task, dtype=torch.int64)
         quota[torch.randperm(per_task, generator=gen, device=gen.device)[: room % per_task].cpu()] += 1
-        cand = self._offerable(task, self.finished_examples(state, task))
+        cand = self.finished_examples(state, task)
         cand = cand[torch.randperm(cand.numel(), generator=gen, device=gen.device).to(cand.device)]
         ds = self.ctx.stream.dataset
         y = ds.y_train.index_select(0, cand)

@@ -1,38 +1,36 @@
-"""C source of the native CPU kernels (compiled on first use by ``kernels.native``).
+/* C source of the native CPU kernels (compiled on first use by sparsecl.kernels.native).
 
-Kept as a string, not a .c file, so that it ships inside the Python package without package-data
-configuration. Two float32 kernels on CSR structures with int32 indices, both working on "transposed"
-dense operands (row-major [*, B], batch innermost) so that every inner loop is a contiguous run of B
-floats that GCC's vector extensions turn into 16-lane FMAs:
+   Shipped as package data (pyproject.toml, [tool.setuptools.package-data]). Two float32 kernels on CSR
+   structures with int32 indices, both working on "transposed" dense operands (row-major [*, B], batch innermost) so that every inner loop is a contiguous run of B
+   floats that GCC's vector extensions turn into 16-lane FMAs:
 
-  spk_spmm_t   yT[i, :] = bias[i] + sum_{k in row i} val[k] * xT[col[k], :]          (SpMM)
-  spk_sddmm_t  g[k]     = sum_b gyT[i, b] * xT[col[k], b]  for each nonzero k of row i (SDDMM)
+     spk_spmm_t   yT[i, :] = bias[i] + sum_{k in row i} val[k] * xT[col[k], :]          (SpMM)
+     spk_sddmm_t  g[k]     = sum_b gyT[i, b] * xT[col[k], b]  for each nonzero k of row i (SDDMM)
 
-and three for direct sparse convolution with stride S (Park et al., 2017, "Faster CNNs with Direct Sparse
-Convolutions and Guided Pruning"), on batch-innermost activations [C, H, W, Np] (Np a multiple of 16):
+   and three for direct sparse convolution with stride S (Park et al., 2017, "Faster CNNs with Direct Sparse
+   Convolutions and Guided Pruning"), on batch-innermost activations [C, H, W, Np] (Np a multiple of 16):
 
-  spk_conv_t          out[r, ho, wo, :] = bias[r] + sum_{k in row r} val[k] * in[off[k] + S ho*Wp + S wo, :]
-  spk_conv_sddmm_t    g[k] = sum_{ho, wo, n} gy[r, ho, wo, n] * in[off[k] + S ho*Wp + S wo, n]
-  spk_conv_scatter_t  gx[ci, S ho + kh, S wo + kw, :] += W[r, ci, kh, kw] gy[r, ho, wo, :]  (stride S > 1)
+     spk_conv_t          out[r, ho, wo, :] = bias[r] + sum_{k in row r} val[k] * in[off[k] + S ho*Wp + S wo, :]
+     spk_conv_sddmm_t    g[k] = sum_{ho, wo, n} gy[r, ho, wo, n] * in[off[k] + S ho*Wp + S wo, n]
+     spk_conv_scatter_t  gx[ci, S ho + kh, S wo + kw, :] += W[r, ci, kh, kw] gy[r, ho, wo, :]  (stride S > 1)
 
-where off[k] = ci*Hp*Wp + kh*Wp + kw addresses the (padded) input plane of a nonzero (r, ci, kh, kw);
-and the transpose that moves activations between the batch-outermost layout of the rest of the network
-and the kernels' batch-innermost one (8 x 8 register blocks; 1.6-3.0x faster than ``x.t().contiguous()`` on
-the SparCL MLP's shapes, ``python benchmarks/bench_kernels.py --layout --threads 1``):
+   where off[k] = ci*Hp*Wp + kh*Wp + kw addresses the (padded) input plane of a nonzero (r, ci, kh, kw);
+   and the transpose that moves activations between the batch-outermost layout of the rest of the network
+   and the kernels' batch-innermost one (8 x 8 register blocks; 1.6-3.0x faster than ``x.t().contiguous()`` on
+   the SparCL MLP's shapes, ``python benchmarks/bench_kernels.py --layout --threads 1``):
 
-  spk_transpose     b[j, i] = a[i, j]
-  spk_to_planes     planes[c, ph + h, pw + w, n] = x[n, c, h, w], zero border and batch lanes (convolutions)
-  spk_from_planes   y[n, c, h, w] = planes[c, oh + h, ow + w, n]
+     spk_transpose     b[j, i] = a[i, j]
+     spk_to_planes     planes[c, ph + h, pw + w, n] = x[n, c, h, w], zero border and batch lanes (convolutions)
+     spk_from_planes   y[n, c, h, w] = planes[c, oh + h, ow + w, n]
 
-and the training path's fused sparse Linear, one call per direction (``spk_linear_fwd`` / ``spk_linear_bwd``):
-transposes, SpMM and SDDMM above with the weight's active values read from the dense weight at their flat
-positions and the weight gradient written straight into a dense zeroed gradient.
+   and the training path's fused sparse Linear, one call per direction (``spk_linear_fwd`` / ``spk_linear_bwd``):
+   transposes, SpMM and SDDMM above with the weight's active values read from the dense weight at their flat
+   positions and the weight gradient written straight into a dense zeroed gradient.
 
-Rows are distributed with OpenMP (the .so links libgomp.so.1, the same soname as torch's, so the
-process keeps one OpenMP runtime); ``nthreads`` comes from ``torch.get_num_threads()``.
-"""
-
-C_SOURCE = r"""#include <stdint.h>
+   Rows are distributed with OpenMP (the .so links libgomp.so.1, the same soname as torch's, so the
+   process keeps one OpenMP runtime); ``nthreads`` comes from ``torch.get_num_threads()``.
+*/
+#include <stdint.h>
 #include <string.h>
 
 typedef float v16 __attribute__((vector_size(64)));
@@ -404,4 +402,3 @@ void spk_conv_scatter_t(int64_t Ci, int64_t Ho, int64_t Wo, int64_t S, int64_t H
   }
 }
 
-"""

@@ -1,4 +1,9 @@
-"""``sparsecl export`` and ``sparsecl eval``: compressed checkpoints of a run, and their evaluation."""
+"""``sparsecl export`` and ``sparsecl eval``: compressed checkpoints of a run, and their evaluation.
+
+A command, above ``train``: it rebuilds a run's model and data from the run's config through the run
+builder (``train.build``, ``train.distill``). The ``export`` package itself (file format, codecs, layouts,
+quantisation, low rank) imports nothing of ``train``, so training can read an exported teacher
+(``train.distill`` -> ``export.format``) without an import running back up."""
 
 from __future__ import annotations
 
