@@ -5,7 +5,8 @@ usage: python ddp_driver.py [OPTIONS --] <train args> [--- [OPTIONS --] <train a
 OPTIONS: ``--float64`` (default dtype float64 for this command: the data transform and the model follow
 it), ``--trace DIR`` (after every step, rank r appends the fingerprints of the mask engine's masks and of
 the buffer to DIR/rank{r}.jsonl), ``--diverge N`` (rank 1 flips one mask entry after step N).
-The commands share one process group. Each command's exit code is written to the file named by env DDP_DRIVER_CODES (one per line, rank 0).
+The commands share one process group. Each command's exit code is written to the file named by env
+DDP_DRIVER_CODES (one per line, rank 0).
 """
 
 from __future__ import annotations

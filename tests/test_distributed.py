@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -126,7 +125,8 @@ def test_debug_sync_stops_on_a_diverged_mask(launched):
 
 def test_xder_is_refused_with_the_reason(launched):
     assert codes(launched)[-1] == 2
-    assert "method=xder_ce cannot train on several processes: its online logit transplants" in (launched / "stderr").read_text()
+    err = (launched / "stderr").read_text()
+    assert "method=xder_ce cannot train on several processes: its online logit transplants" in err
 
 
 # -- equivalence with one process ---------------------------------------------------------------------
@@ -203,5 +203,6 @@ def test_nproc_must_agree_with_the_launcher(monkeypatch):
 
 
 def test_bad_nproc_is_one_line_exit_2():
-    p = subprocess.run([sys.executable, "-m", "sparsecl", "train", "nproc=0"], capture_output=True, text=True, timeout=60)
+    p = subprocess.run([sys.executable, "-m", "sparsecl", "train", "nproc=0"], capture_output=True, text=True,
+                       timeout=60)
     assert p.returncode == 2 and p.stderr.strip() == "sparsecl train: error: nproc must be >= 1, got 0"
