@@ -58,6 +58,7 @@ def launched(tmp_path_factory) -> Path:
     commands.append(["--float64", "--", *BASE, *DENSE64, "--out", str(root / "dense64")])
     commands.append(["--float64", "--", *BASE, *DERPP64, "--out", str(root / "derpp64")])
     commands.append(["--diverge", "4", "--", *BASE, *SPARSE["rigl"], "debug_sync=true", "--out", str(root / "diverge")])
+    commands.append(["--term", "7", "--", *BASE, *DENSE64, "--out", str(root / "term")])
     commands.append(["--", *BASE, "tasks=2", "method=xder_ce", "buffer_size=50", "--out", str(root / "xder")])
     args = [a for c in commands for a in (*c, "---")][:-1]
     p = torchrun(HERE / "ddp_driver.py", *args, env={"DDP_DRIVER_CODES": str(root / "codes")})
@@ -118,9 +119,20 @@ def test_summary_records_world_and_sums_over_ranks(launched):
 
 def test_debug_sync_stops_on_a_diverged_mask(launched):
     """Rank 1 flips a mask entry after step 4 (the driver); the check after step 5 stops both ranks."""
-    assert codes(launched)[-2] == 2
+    assert codes(launched)[-3] == 2
     err = (launched / "stderr").read_text()
     assert "ranks diverged after step 5: engine.masks.hidden.0.weight differs between rank 0 and rank 1" in err
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(launched):
+    """SIGTERM reaches rank 1 alone after step 7; the flag travels with step 8's all-reduce, so both ranks
+    stop after step 8, rank 0 writes the checkpoint and both exit 130."""
+    assert codes(launched)[-2] == 130
+    err = (launched / "stderr").read_text()
+    assert "stopped by a signal to another rank at step 8; checkpoint written" in err
+    from sparsecl.train import checkpoint
+
+    assert checkpoint.load(launched / "term")["loop"]["step"] == 8
 
 
 def test_xder_is_refused_with_the_reason(launched):
