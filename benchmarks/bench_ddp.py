@@ -69,7 +69,8 @@ def main() -> None:
                      f"{one['train_time_s'] / r['train_time_s']:.2f}x", f"{r['class_il']:.2f}", r["steps"]])
     print(table(["method", "global batch", "processes", "threads each", "command wall s", "train s", "ms/step",
                  "examples/s", "train speed-up", "Class-IL", "steps"], rows))
-    path = write_json("ddp.json", {"base": BASE, "methods": METHODS, "threads": args.threads, "results": res})
+    name = f"ddp_t{args.threads}_b{'_'.join(map(str, args.batch))}.json"
+    path = write_json(name, {"base": BASE, "methods": METHODS, "threads": args.threads, "results": res})
     print(f"wrote {path}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -43,6 +44,7 @@ def main() -> None:
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
                 rc = cli.main(args)
             msg = err.getvalue().strip().replace("|", "\\|").replace(tmp, "$TMP")
+            msg = re.sub(r"pid \d+ on [^;]+", "pid PID on HOST", msg)  # the same page on every machine
             shown = " ".join(args).replace(tmp, "$TMP")
             rows.append(f"| {what} | `sparsecl {shown}` | {msg} (exit {rc}) |")
     rows += ["", "Also tested: a truncated data file is named in the error; a NaN/Inf loss stops the run naming the",

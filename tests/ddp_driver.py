@@ -4,14 +4,17 @@ usage: python ddp_driver.py [OPTIONS --] <train args> [--- [OPTIONS --] <train a
 (under ``python -m torch.distributed.run --nproc_per_node=N``: every rank runs every command in turn).
 OPTIONS: ``--float64`` (default dtype float64 for this command: the data transform and the model follow
 it), ``--trace DIR`` (after every step, rank r appends the fingerprints of the mask engine's masks and of
-the buffer to DIR/rank{r}.jsonl), ``--diverge N`` (rank 1 flips one mask entry after step N).
-The commands share one process group. Each command's exit code is written to the file named by env DDP_DRIVER_CODES (one per line, rank 0).
+the buffer to DIR/rank{r}.jsonl), ``--diverge N`` (rank 1 flips one mask entry after step N), ``--term N``
+(rank 1 alone sends itself SIGTERM after step N).
+The commands share one process group. Each command's exit code is written to the file named by env
+DDP_DRIVER_CODES (one per line, rank 0).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -23,7 +26,7 @@ def parse(chunk: list[str]) -> tuple[dict, list[str]]:
         return {}, chunk
     opts, rest = chunk[: chunk.index("--")], chunk[chunk.index("--") + 1:]
     out = {"float64": "--float64" in opts}
-    for key in ("--trace", "--diverge"):
+    for key in ("--trace", "--diverge", "--term"):
         if key in opts:
             out[key[2:]] = opts[opts.index(key) + 1]
     return out, rest
@@ -54,6 +57,8 @@ def main() -> int:
             if _opts.get("diverge") and rank == 1 and n == int(_opts["diverge"]):
                 layer = self.run.engine.layers[0]
                 layer.mask.view(-1)[0] = ~layer.mask.view(-1)[0]
+            if _opts.get("term") and rank == 1 and n == int(_opts["term"]):
+                os.kill(os.getpid(), signal.SIGTERM)
             if _opts.get("trace"):
                 buf = getattr(self.run.method, "buffer", None)
                 rec = {"step": n, "updated": self.run.engine.last_step.updated,

@@ -120,3 +120,38 @@ def test_cli_refuses_a_folder_of_another_config(tmp_path, capsys):
     assert cli.main(["sweep", str(path), "--no-report"]) == 2
     err = capsys.readouterr().err
     assert "holds a run of another config" in err and err.count("\n") == 1
+
+
+def test_slurm_executor_hands_submitit_the_resources_and_the_train_commands(tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit")
+    seen = {}
+
+    class Job:
+        def result(self):
+            return 0
+
+    class FakeAutoExecutor:  # stands in for the cluster: records what sparsecl asks of it
+        def __init__(self, folder, cluster):
+            seen.update(folder=folder, cluster=cluster)
+
+        def update_parameters(self, **kw):
+            seen["params"] = kw
+
+        def map_array(self, fn, jobs):
+            seen["fn"], seen["jobs"] = fn, list(jobs)
+            return [Job() for _ in seen["jobs"]]
+
+    monkeypatch.setattr(submitit, "AutoExecutor", FakeAutoExecutor)
+    sweep = load_sweep(write(tmp_path, base=BASE, grid={"lr": [0.1, 0.2]}, executor="slurm",
+                             slurm={"partition": "gpu", "timeout_min": 30, "cpus_per_task": 4, "gpus_per_node": 1,
+                                    "mem_gb": 16}))
+    outcome = run_sweep(sweep, report=False, say=lambda s: None)
+    assert seen["cluster"] == "slurm" and seen["folder"] == str(tmp_path / "s" / "submitit" / "%j")
+    assert seen["params"] == {"timeout_min": 30, "cpus_per_task": 4, "gpus_per_node": 1, "slurm_array_parallelism": 64,
+                              "name": "s", "slurm_partition": "gpu", "mem_gb": 16}
+    from sparsecl.sweep.executors import run_job
+
+    assert seen["fn"] is run_job
+    assert seen["jobs"] == [["--config", str(tmp_path / "s" / "configs" / f"lr-{lr}_s0.yaml"), "--out",
+                             str(tmp_path / "s" / "runs" / f"lr-{lr}_s0"), "--overwrite"] for lr in (0.1, 0.2)]
+    assert outcome.started == ["lr-0.1_s0", "lr-0.2_s0"] and not outcome.failed

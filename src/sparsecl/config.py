@@ -236,7 +236,8 @@ class TrainConfig:
             # 1/d (capped); none under a quadratic anchor penalty (see MaskEngine._scale_learning_rates)
             anchored = issubclass(CL_METHODS.get(self.continual.method), AnchoredPenalty)
             self._derive("sparsity.lr_scaling", "none" if anchored else "inverse",
-                         "auto: none under a quadratic anchor penalty" if anchored else "auto: 1/d, capped at sparsity.lr_scale_max",
+                         "auto: none under a quadratic anchor penalty" if anchored else "auto: 1/d per sparse layer, up to "
+                         "an effective step lr x factor / (1 - momentum) of sparsity.lr_max",
                          record=sp.density < 1)  # a dense run has no sparse layer to scale
             sp = self.sparsity
         if self.sparcl.tdm:

@@ -95,7 +95,8 @@ class DataParallel:
         """The stream with each task's test split cut to this rank's rows (evaluation is sharded)."""
         key = id(stream)
         if key not in self._eval_streams:
-            tasks = [dataclasses.replace(t, test_idx=t.test_idx[self.dist.rows(t.test_idx.numel())]) for t in stream.tasks]
+            tasks = [dataclasses.replace(t, test_idx=t.test_idx[self.dist.rows(t.test_idx.numel())])
+                     for t in stream.tasks]
             self._eval_streams[key] = dataclasses.replace(stream, tasks=tasks)
         return self._eval_streams[key]
 

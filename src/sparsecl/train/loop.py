@@ -264,7 +264,9 @@ class Trainer:
         for idx in self.sampler:
             self._step(task, idx)
             # N processes: stop where every rank stops (the flag is reduced with this step's gradients)
-            stop = self._stop if self.dp is None else (self.dp.stop_requested and (self._stop or "a signal to another rank"))
+            stop = self._stop
+            if self.dp is not None:
+                stop = self.dp.stop_requested and (self._stop or "a signal to another rank")
             if stop or self._checkpoint_due(cfg.checkpoint):
                 self._flush(t0)
                 t0 = _clocks()
