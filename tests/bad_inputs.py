@@ -16,7 +16,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("negative learning rate", ["train", *D, "lr=-1"], r"lr must be > 0, got -1.0"),
     ("validation fraction of 1", ["train", *D, "validation=1"], r"validation must be a fraction in \[0, 1\), got 1.0"),
     ("zero epochs", ["train", *D, "epochs=0"], r"epochs must be >= 1, got 0"),
-    ("unknown optimiser", ["train", *D, "optimizer=rmsprop"], r"optimizer='rmsprop' is not valid; choose one of: sgd, adam, adamw"),
+    ("unknown optimiser", ["train", *D, "optimizer=rmsprop"], r"optimizer='rmsprop' is not valid; choose one of: adam, adamw, sgd"),
     ("unknown continual method", ["train", *D, "method=foo"], r"unknown continual method 'foo'; valid: agem, der, derpp, er, er_ace, ewc_on, icarl, joint, lwf_mc, sgd, si, xder_ce"),
     ("unknown sparse method", ["train", *D, "sparsity.method=foo"], r"sparsity.method='foo' is not valid; choose one of: auto, dense"),
     ("unknown model", ["train", *D, "model=foo"], r"unknown model 'foo'; valid: cnn, mlp, resnet18, wrn"),

@@ -13,7 +13,7 @@ from sparsecl.config import TrainConfig
 from sparsecl.configtools import make_config
 from sparsecl.train.build import build_run
 from sparsecl.train.loop import Trainer
-from sparsecl.train.optim import LrSchedule
+from sparsecl.optim import LrSchedule
 
 
 def _schedule(stretch: int = 1, **cfg) -> LrSchedule:

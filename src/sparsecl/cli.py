@@ -35,6 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sparsecl.configtools import ConfigError, load_file, make_config, to_dict
     from sparsecl.distributed import launch, runtime
     from sparsecl.train import runfolder
+    from sparsecl.train.api import default_run_name
 
     if args.keys:
         print(_keys_help())
@@ -56,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0
-        out = Path(args.out) if args.out else Path("runs") / _default_name(cfg)
+        out = Path(args.out) if args.out else Path("runs") / default_run_name(cfg)
         nproc, device = cfg.nproc, cfg.device
     if launch.should_spawn(nproc):  # nproc=N: torchrun's launcher in this process, N workers
         if cfg is not None:
@@ -134,12 +135,6 @@ def _silent(*args: object, **kwargs: object) -> None:
 
 def _note(line: str) -> None:
     print(line, file=sys.stderr)
-
-
-def _default_name(cfg) -> str:  # noqa: ANN001
-    import time
-
-    return f"{cfg.dataset}-{cfg.model}-{cfg.continual.method}-{cfg.sparsity.method}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:

@@ -16,16 +16,14 @@ from sparsecl.continual.config import ContinualConfig
 from sparsecl.continual.methods import CL_METHODS
 from sparsecl.continual.methods.penalty import AnchoredPenalty
 from sparsecl.loggers import LOGGERS
+from sparsecl.optim import LR_SCHEDULES, OPTIMIZERS
 from sparsecl.sparcl.config import SparclConfig
 from sparsecl.sparse.config import SparsityConfig
 from sparsecl.sparse.methods import SPARSE_METHODS, SparseMethod
 from sparsecl.losses import DistillConfig
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-LR_SCHEDULES = ("constant", "cosine", "step")
 AUGMENTS = ("auto", "none", "crop-flip", "crop")
 DEVICES = ("cpu", "cuda", "auto")
-
 
 
 @dataclass
@@ -110,8 +108,8 @@ class TrainConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
-        choices("optimizer", self.optimizer, OPTIMIZERS)
-        choices("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        choices("optimizer", self.optimizer, OPTIMIZERS.names())
+        choices("lr_schedule", self.lr_schedule, LR_SCHEDULES.names())
         choices("augment", self.augment, AUGMENTS)
         choices("device", self.device, DEVICES)
         if self.device == "auto":

@@ -29,7 +29,7 @@ from sparsecl.train.distill import Distillation, build_trained, read_trained
 from sparsecl.contract import Pipeline
 from sparsecl.train.memory import keep_freed_memory
 from sparsecl.train.meters import FlopsMeter
-from sparsecl.train.optim import LrSchedule, make_optimizer
+from sparsecl.optim import LrSchedule, make_optimizer
 from sparsecl.train.rng import generator
 
 # MNIST-like grey 28x28 sets are trained without augmentation (as in mammoth); colour sets with
