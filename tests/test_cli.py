@@ -133,6 +133,22 @@ def test_validation_runs_evaluate_on_held_out_training_examples(tmp_path):
         make_config(TrainConfig, None, ["validation=1"])
 
 
+def test_compare_names_rows_by_folder_when_the_differing_settings_are_long(tmp_path, capsys):
+    extra = ["lr=0.05", "sparsity.method=static", "sparsity.density=0.2", "sparsity.init=dense",
+             "sparsity.lr_scaling=none"]
+    runs = [tmp_path / "base", tmp_path / "tuned"]
+    assert cli.main(["train", *TINY, "epochs=1", "--out", str(runs[0])]) == 0
+    assert cli.main(["train", *TINY, "epochs=1", *extra, "--out", str(runs[1])]) == 0
+    capsys.readouterr()
+    assert cli.main(["compare", *map(str, runs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines[2:4]] == ["base", "tuned"]
+    assert lines[4:6] == ["", "settings that differ:"]
+    assert lines[7].startswith("  tuned: lr=0.05 ") and "sparsity.method=static" in lines[7]
+    assert cli.main(["compare", *map(str, runs), "--format", "csv"]) == 0  # files keep the full labels
+    assert capsys.readouterr().out.splitlines()[2].startswith("lr=0.05 ")
+
+
 def test_compare_folds_the_seeds_of_a_setting_into_mean_and_std(tmp_path, capsys):
     runs = []
     for setting, extra in (("dense", []), ("sparse", ["sparsity.method=static", "sparsity.density=0.2"])):

@@ -205,11 +205,29 @@ def render(rows: list[Row], fmt: str = "table") -> str:
     if fmt == "markdown":
         lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
+    legend = _short_labels(rows, cells)
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(COLUMNS)]
     def line(c: list[str] | tuple[str, ...]) -> str:
         return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths))).rstrip()
     head = line(COLUMNS)
-    return "\n".join([head, "-" * len(head), *map(line, cells)])
+    return "\n".join([head, "-" * len(head), *map(line, cells), *legend])
+
+
+LABEL_MAX = 60  # longer setting labels make a terminal table unreadable: the rows get their folder names
+
+
+def _short_labels(rows: list[Row], cells: list[list[str]]) -> list[str]:
+    """In the text table, labels longer than ``LABEL_MAX`` become each row's (first) folder name, and the
+    settings that differ are listed under the table; nothing changes when the names would not be unique."""
+    if all(len(c[0]) <= LABEL_MAX for c in cells):
+        return []
+    names = [Path(r.names[0]).name + (f" (+{len(r.names) - 1})" if len(r.names) > 1 else "") for r in rows]
+    if len(set(names)) < len(names):
+        return []
+    legend = ["", "settings that differ:"] + [f"  {n}: {c[0]}" for n, c in zip(names, cells)]
+    for c, n in zip(cells, names):
+        c[0] = n
+    return legend
 
 
 def table(rows: list[Row]) -> str:
