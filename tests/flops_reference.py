@@ -4,6 +4,7 @@ library's one source of training FLOPs (these formulas lived in the library, use
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from sparsecl.registry import Registry
@@ -59,45 +60,43 @@ def train_flops_per_step(method: str, f_s: float, f_d: float, *, delta_t: int = 
     return step(float(f_s), float(f_d), int(delta_t))
 
 
-def gmp_sparsity(
-    step: int,
-    *,
-    final_sparsity: float,
-    begin_step: int,
-    end_step: int,
-    frequency: int,
-    initial_sparsity: float = 0.0,
-) -> float:
-    """Sparsity of gradual magnitude pruning at ``step`` (Zhu & Gupta, 2017):
+@dataclass(frozen=True)
+class GmpSchedule:
+    """Gradual magnitude pruning's sparsity schedule (Zhu & Gupta, 2017), in optimizer steps."""
 
-        s_t = s_f + (s_0 - s_f) (1 - (t_k - t_0) / (t_end - t_0))^3
+    final_sparsity: float
+    begin_step: int
+    end_step: int
+    frequency: int
+    initial_sparsity: float = 0.0
 
-    where t_k is the last pruning step <= t on the grid t_0, t_0 + dT, ..., t_end (the mask only changes
-    there). s_0 before t_0, s_f from t_end on.
-    """
-    if not 0 <= begin_step < end_step or frequency < 1 or (end_step - begin_step) % frequency:
-        raise ValueError(
-            "need 0 <= begin_step < end_step with end_step - begin_step a multiple of frequency >= 1; "
-            f"got begin_step={begin_step}, end_step={end_step}, frequency={frequency}"
-        )
-    if step < begin_step:
-        return initial_sparsity
-    t_k = end_step if step >= end_step else begin_step + (step - begin_step) // frequency * frequency
-    return cubic_sparsity(t_k, initial_sparsity, final_sparsity, begin_step, end_step)
+    def __post_init__(self) -> None:
+        b, e, f = self.begin_step, self.end_step, self.frequency
+        if not 0 <= b < e or f < 1 or (e - b) % f:
+            raise ValueError(
+                "need 0 <= begin_step < end_step with end_step - begin_step a multiple of frequency >= 1; "
+                f"got begin_step={b}, end_step={e}, frequency={f}"
+            )
+
+    def sparsity(self, step: int) -> float:
+        """s_t = s_f + (s_0 - s_f) (1 - (t_k - t_0) / (t_end - t_0))^3, where t_k is the last pruning step
+        <= t on the grid t_0, t_0 + dT, ..., t_end (the mask only changes there); s_0 before t_0, s_f from
+        t_end on."""
+        b, e, f = self.begin_step, self.end_step, self.frequency
+        if step < b:
+            return self.initial_sparsity
+        t_k = e if step >= e else b + (step - b) // f * f
+        return cubic_sparsity(t_k, self.initial_sparsity, self.final_sparsity, b, e)
 
 
-def gmp_average_density_flops(
-    f_d: float,
-    f_s: float,
-    *,
-    total_steps: int,
-    final_sparsity: float,
-    begin_step: int,
-    end_step: int,
-    frequency: int,
-    initial_sparsity: float = 0.0,
-) -> float:
-    """Mean forward FLOPs per example over steps 0..total_steps-1 of a GMP run (training per step is 3x).
+def gmp_sparsity(step: int, **schedule: float) -> float:
+    """Sparsity of gradual magnitude pruning at ``step``; ``schedule``: the fields of ``GmpSchedule``."""
+    return GmpSchedule(**schedule).sparsity(step)
+
+
+def gmp_average_density_flops(f_d: float, f_s: float, *, total_steps: int, **schedule: float) -> float:
+    """Mean forward FLOPs per example over steps 0..total_steps-1 of a GMP run (training per step is 3x);
+    ``schedule``: the fields of ``GmpSchedule``.
 
     ``f_s`` is the forward at ``final_sparsity``. Every pruned layer shares the sparsity s_t (layers kept
     dense are in both f_d and f_s), so the forward is linear in s_t:
@@ -110,6 +109,9 @@ def gmp_average_density_flops(
     colab's average of 33 samples at steps 0, 1000, ..., 32000, whose last sample lies one step past the
     end of training and adds one extra sample at s_f (0.559x with our count).
     """
+    g = GmpSchedule(**schedule)
+    initial_sparsity, final_sparsity = g.initial_sparsity, g.final_sparsity
+    begin_step, end_step, frequency = g.begin_step, g.end_step, g.frequency
     if not 0.0 <= initial_sparsity < final_sparsity <= 1.0:
         raise ValueError(
             f"need 0 <= initial_sparsity < final_sparsity <= 1, got {initial_sparsity}, {final_sparsity}"
@@ -118,12 +120,7 @@ def gmp_average_density_flops(
         raise ValueError(f"need 0 <= f_s <= f_d, got f_s={f_s}, f_d={f_d}")
     if total_steps < end_step:
         raise ValueError(f"total_steps ({total_steps}) must reach end_step ({end_step})")
-
-    def sparsity(step: int) -> float:
-        return gmp_sparsity(
-            step, final_sparsity=final_sparsity, begin_step=begin_step, end_step=end_step,
-            frequency=frequency, initial_sparsity=initial_sparsity,
-        )
+    sparsity = g.sparsity
 
     # the schedule is constant between pruning steps: one value per run [a, b) of equal steps
     bounds = sorted({0, *range(begin_step, end_step, frequency), end_step, total_steps})
