@@ -106,3 +106,20 @@ def test_metrics_log_resume_never_pads_with_nul_bytes(tmp_path):
     kept = log.path.read_bytes()
     assert b"\x00" not in kept and kept.endswith(b"\n")
     assert [json.loads(line) for line in kept.splitlines()] == [{"i": 0}, {"i": 1}]
+
+
+def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_summary(tmp_path, capsys):
+    """Checkpointed after the last task, killed before summary.json: --resume writes the summary (and the
+    final weights) instead of calling the run finished."""
+    out = tmp_path / "run"
+    assert cli.main(["train", *TINY, "--out", str(out)]) == 0
+    before = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").unlink()
+    (out / "final_model.pt").unlink()
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(out)]) == 0
+    assert "resuming" in capsys.readouterr().out
+    after = json.loads((out / "summary.json").read_text())
+    assert after["acc_matrix"] == before["acc_matrix"] and (out / "final_model.pt").is_file()
+    assert cli.main(["train", "--resume", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"{out} is finished (1 of 1 tasks trained)")

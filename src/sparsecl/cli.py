@@ -77,7 +77,6 @@ def _train(args: argparse.Namespace, cfg, out: Path, dist) -> int:  # noqa: ANN0
     from sparsecl.config import TrainConfig
     from sparsecl.configtools import make_config, to_dict
     from sparsecl.distributed import launch
-    from sparsecl.fileio import atomic_write
     from sparsecl.train import checkpoint, runfolder
     from sparsecl.train.build import build_run
     from sparsecl.train.loop import Interrupted, Trainer
@@ -90,30 +89,25 @@ def _train(args: argparse.Namespace, cfg, out: Path, dist) -> int:  # noqa: ANN0
         if main:
             runfolder.check_new(out, args.overwrite)  # fail before the data is loaded
         run = build_run(cfg)
-        lock = runfolder.open_new(out, args.overwrite, note=note) if main else contextlib.nullcontext()
+        lock = (runfolder.open_new(out, args.overwrite, note=note, config=to_dict(cfg)) if main
+                else contextlib.nullcontext())
     else:
         lock = runfolder.open_existing(out, note=note) if main else contextlib.nullcontext()
     dist.barrier()
     with lock:
         if args.resume:
+            if runfolder.state(out) == "finished":  # summary.json: written when a run ends
+                say(runfolder.finished_note(out))
+                return 0
             ck = checkpoint.load(out, note=note)
             cfg = make_config(TrainConfig, ck["config"])
             launch.check_world(cfg.nproc, dist)
-            done = int(ck["position"]["task"])
-            if done >= cfg.tasks or (out / "summary.json").is_file():  # summary.json: written when a run ends
-                say(f"{out} is finished ({cfg.tasks} of {cfg.tasks} tasks trained); its results are in "
-                    f"{out}/summary.json. Nothing to resume; to train it again, start it with --overwrite")
-                return 0
             run = build_run(cfg)
             trainer = Trainer(run, out)
             trainer.load_checkpoint_state(ck)
             say(f"resuming {out} at task {trainer.pos.task + 1}, epoch {trainer.pos.epoch + 1}, step "
                 f"{trainer.state.step} (of {cfg.tasks} tasks)")
         else:
-            import yaml
-
-            if main:
-                atomic_write(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
             trainer = Trainer(run, out)
         try:
             trainer.fit()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from sparsecl.config import TrainConfig
 from sparsecl.configtools import build, make_config, normalise, resolve_key, set_path, to_dict
-from sparsecl.fileio import atomic_write
 from sparsecl.train import checkpoint, runfolder
 from sparsecl.train.build import build_run
 from sparsecl.train.loop import Trainer
@@ -30,8 +28,7 @@ def train(config: TrainConfig | dict[str, Any] | None = None, out_dir: str | Pat
     out = Path(out_dir) if out_dir is not None else Path("runs") / default_run_name(cfg)
     runfolder.check_new(out, overwrite)  # fail before the data is loaded
     run = build_run(cfg)
-    with runfolder.open_new(out, overwrite, note=stream_out):
-        atomic_write(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    with runfolder.open_new(out, overwrite, note=stream_out, config=to_dict(cfg)):
         return Trainer(run, out, stream_out=stream_out).fit()
 
 
@@ -39,6 +36,9 @@ def resume(run_dir: str | Path, *, stream_out: Callable[[str], Any] = print) -> 
     """Continue the run in ``run_dir`` from its last checkpoint (``sparsecl train --resume``); its summary."""
     run_dir = Path(run_dir)
     with runfolder.open_existing(run_dir, note=stream_out):
+        if runfolder.state(run_dir) == "finished":
+            stream_out(runfolder.finished_note(run_dir))
+            return json.loads((run_dir / "summary.json").read_text())
         ck = checkpoint.load(run_dir, note=stream_out)
         trainer = Trainer(build_run(make_config(TrainConfig, ck["config"])), run_dir, stream_out=stream_out)
         trainer.load_checkpoint_state(ck)

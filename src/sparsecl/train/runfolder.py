@@ -101,6 +101,18 @@ def state(run_dir: Path) -> str:
     return "unfinished" if checkpoint.exists(run_dir) else "no-checkpoint"
 
 
+def finished_note(run_dir: Path) -> str:
+    """What ``--resume`` of a finished run (``state`` "finished": its summary.json exists) says."""
+    summary = Path(run_dir) / "summary.json"
+    try:
+        tasks = int(json.loads(summary.read_text())["config"]["tasks"])
+        trained = f" ({tasks} of {tasks} tasks trained)"
+    except (OSError, ValueError, KeyError, TypeError):
+        trained = ""
+    return (f"{run_dir} is finished{trained}; its results are in {summary}. Nothing to resume; to train it "
+            f"again, start it with --overwrite")
+
+
 def check_new(out: Path, overwrite: bool) -> str:
     """Refuse (``ConfigError`` saying what to do) an ``--out`` a new run may not use; else its ``state``."""
     out = Path(out)
@@ -121,8 +133,10 @@ def check_new(out: Path, overwrite: bool) -> str:
     return kind
 
 
-def open_new(out: Path, overwrite: bool, note: Callable[[str], None] = print) -> RunLock:
-    """Lock ``out`` for a new run, clearing it first when ``overwrite`` and it holds a sparsecl run."""
+def open_new(out: Path, overwrite: bool, note: Callable[[str], None] = print,
+             config: dict | None = None) -> RunLock:
+    """Lock ``out`` for a new run, clearing it first when ``overwrite`` and it holds a sparsecl run; mark
+    it, and write ``config`` (the run's resolved config, when given) as its ``config.yaml``."""
     out = Path(out)
     kind = check_new(out, overwrite)
     lock = RunLock(out, note)
@@ -135,6 +149,10 @@ def open_new(out: Path, overwrite: bool, note: Callable[[str], None] = print) ->
             else:
                 p.unlink()
     atomic_write(out / MARKER, json.dumps({"sparsecl": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+    if config is not None:
+        import yaml
+
+        atomic_write(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     return lock
 
 
